@@ -1,0 +1,5 @@
+import sys
+
+from tfchannelprune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,78 @@
+"""``compact()``: rebuild a smaller functional model with switched-off channels removed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+
+from tfchannelprune import _keras
+from tfchannelprune.gates import ChannelGate, gate_masks, validate_plan
+from tfchannelprune.graph import ChannelGraph
+
+
+def keep_masks(graph: ChannelGraph, plan: Mapping[str, Sequence[int]] | None):
+    """Masks from the model's gates, overridden group by group by ``plan``."""
+    masks = gate_masks(graph) if graph.gate_paths else {}
+    if plan is not None:
+        masks.update(validate_plan(graph, plan))
+    return masks
+
+
+def node_keeps(graph: ChannelGraph, fn, masks) -> tuple[np.ndarray, np.ndarray]:
+    """Kept positions of the first input and first output channel axes of a leaf call."""
+    in_keep = graph.positions_kept(graph.layout_of(fn.inputs[0]), masks)
+    out_keep = graph.positions_kept(graph.layout_of(fn.outputs[0]), masks)
+    return in_keep, out_keep
+
+
+def compact(model, plan: Mapping[str, Sequence[int]] | None = None, graph=None) -> keras.Model:
+    """A new functional model with the switched-off channels physically removed.
+
+    Args:
+        model: a wrapped model (channels switched off by its gates) or a plain model.
+        plan: optional {group name: kept channel indices}; on a wrapped model it overrides the
+            gates of the groups it names.
+        graph: the model's ``ChannelGraph``, if already built.
+
+    Returns:
+        A model without gates whose outputs equal the gated model's (to float tolerance),
+        with sliced kernels, biases, BatchNorm statistics, depthwise/separable weights,
+        consumers' input slices, Concatenate offsets and Dense rows after Flatten.
+
+    Raises:
+        ValueError / UnsupportedLayerError: for a bad plan (see ``set_kept_channels``).
+    """
+    graph = graph if graph is not None else ChannelGraph(model)
+    masks = keep_masks(graph, plan)
+    by_path = {fn.path: (fn, rule) for fn, rule in zip(graph.flat.nodes, graph.rules)}
+    cache: dict[int, object] = {}
+    pending: dict[int, dict | None] = {}
+
+    def layer_fn(path, op):
+        if isinstance(op, ChannelGate):
+            return None
+        if not isinstance(op, keras.layers.Layer):
+            return op
+        if id(op) in cache:
+            return cache[id(op)]
+        fn, rule = by_path[path]
+        in_keep, out_keep = node_keeps(graph, fn, masks)
+        full = len(in_keep) == len(graph.layout_of(fn.inputs[0])) and len(out_keep) == len(
+            graph.layout_of(fn.outputs[0])
+        )
+        cut = None if full else rule.cut(op, fn, in_keep, out_keep)
+        config, weights = cut if cut is not None else (None, None)
+        cache[id(op)] = _keras.clone_layer(op, config)
+        pending[id(op)] = weights
+        return cache[id(op)]
+
+    def built_fn(path, old, new):
+        weights = pending.pop(id(old), None)
+        if weights is not None:
+            _keras.set_weights_by_name(new, weights)
+        elif old.weights:
+            new.set_weights(old.get_weights())
+
+    return _keras.rebuild(model, layer_fn, None, built_fn)

@@ -189,6 +189,7 @@ def rebuild(
     after_fn: AfterFn | None = None,
     built_fn: BuiltFn | None = None,
     prefix: str = "",
+    input_shapes: list | None = None,
 ) -> keras.Model:
     """Replay ``model``'s graph on new inputs; keeps names and nesting.
 
@@ -196,14 +197,16 @@ def rebuild(
     built) and is where weights get assigned.
     """
     functional = functional_view(model)
-    new_inputs = [_copy_input(t) for t in functional.inputs]
+    shapes = input_shapes or [None] * len(functional.inputs)
+    new_inputs = [_copy_input(t, s) for t, s in zip(functional.inputs, shapes)]
     tensors = {id(t): n for t, n in zip(functional.inputs, new_inputs)}
     for node in nodes_in_order(functional):
         op = node.operation
         path = prefix + op.name
         args, kwargs = node.arguments.fill_in(tensors)
         if is_model(op):
-            new_op = rebuild(op, layer_fn, after_fn, built_fn, prefix=path + "/")
+            arg_shapes = [tuple(t.shape) for t in tree.flatten((args, kwargs)) if hasattr(t, "shape")]
+            new_op = rebuild(op, layer_fn, after_fn, built_fn, path + "/", arg_shapes)
             outputs = new_op(*args, **kwargs)
         else:
             new_op = layer_fn(path, op)
@@ -211,7 +214,7 @@ def rebuild(
                 outputs = args[0]
             else:
                 outputs = new_op(*args, **kwargs)
-                if built_fn is not None and new_op is not op:
+                if built_fn is not None and new_op is not op and isinstance(op, keras.layers.Layer):
                     built_fn(path, op, new_op)
         flat_outputs = tree.flatten(outputs)
         for old, new in zip(node.outputs, flat_outputs):
@@ -226,17 +229,27 @@ def rebuild(
     return keras.Model(inputs, outputs, name=model.name)
 
 
-def _copy_input(t):
+def _copy_input(t, batch_shape=None):
     layer = t._keras_history.operation
-    return keras.Input(
-        batch_shape=tuple(layer.batch_shape), dtype=layer.dtype, name=layer.name
-    )
+    shape = tuple(layer.batch_shape) if batch_shape is None else tuple(batch_shape)
+    return keras.Input(batch_shape=shape, dtype=layer.dtype, name=layer.name)
 
 
 def clone_layer(layer, config: dict | None = None):
     """A fresh layer of the same class from ``config`` (default: the layer's own)."""
+    if isinstance(layer, keras.layers.Lambda) and config is None:
+        return layer  # stateless; re-creating it from config would need unsafe deserialization
     config = layer.get_config() if config is None else config
     return type(layer).from_config(config)
+
+
+def clone_operation(op):
+    """A fresh ``keras.ops`` operation (a stateless node such as ``a + b``), so the rebuilt
+    model does not add call nodes to the original's operations."""
+    try:
+        return type(op).from_config(op.get_config())
+    except Exception:  # an operation without a usable config: reuse it (it is stateless)
+        return op
 
 
 def weights_by_name(layer) -> dict[str, Any]:

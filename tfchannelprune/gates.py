@@ -107,10 +107,9 @@ def _cloner():
     cache: dict[int, object] = {}
 
     def layer_fn(path, op):
-        if not isinstance(op, keras.layers.Layer):
-            return op  # keras.ops operations are stateless
         if id(op) not in cache:
-            cache[id(op)] = _keras.clone_layer(op)
+            is_layer = isinstance(op, keras.layers.Layer)
+            cache[id(op)] = _keras.clone_layer(op) if is_layer else _keras.clone_operation(op)
         return cache[id(op)]
 
     return layer_fn

@@ -53,9 +53,10 @@ def compact(model, plan: Mapping[str, Sequence[int]] | None = None, graph=None) 
     def layer_fn(path, op):
         if isinstance(op, ChannelGate):
             return None
-        if not isinstance(op, keras.layers.Layer):
-            return op
         if id(op) in cache:
+            return cache[id(op)]
+        if not isinstance(op, keras.layers.Layer):
+            cache[id(op)] = _keras.clone_operation(op)
             return cache[id(op)]
         fn, rule = by_path[path]
         in_keep, out_keep = node_keeps(graph, fn, masks)

@@ -264,6 +264,9 @@ def randomize(model, seed=0):
             for v in layer.weights:
                 if v.name == "bias":
                     v.assign(rng.normal(0, 0.2, v.shape).astype("float32"))
+                elif v.name == "gamma" or type(layer).__name__ == "LayerScale":
+                    # LayerNorm scale; ConvNeXt's LayerScale starts at 1e-6
+                    v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
     return model
 
 

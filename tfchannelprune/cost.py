@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfchannelprune import rules
 from tfchannelprune.gates import ChannelGate
 from tfchannelprune.graph import ChannelGraph
 from tfchannelprune.surgery import keep_masks, node_keeps
@@ -35,7 +36,9 @@ def count_macs(model, per_layer: bool = False, plan=None):
     """
     graph, masks = _graph_and_masks(model, plan)
     result: dict[str, int] = {}
-    for fn, rule in zip(graph.flat.nodes, graph.rules):
+    for fn in graph.flat.nodes:
+        # the layer type's own rule, also where the call is a barrier (a grouped conv ...)
+        rule = rules.get(fn.op)
         in_w, out_w = _widths(graph, fn, masks)
         result[fn.path] = result.get(fn.path, 0) + int(rule.macs(fn, in_w, out_w))
     return result if per_layer else int(sum(result.values()))

@@ -89,7 +89,7 @@ class ChannelGraph:
     def group(self, name: str) -> ChannelGroup:
         if name not in self._by_name:
             known = ", ".join(sorted(self._by_name)[:12])
-            raise KeyError(
+            raise ValueError(
                 f"No channel group named {name!r} in model {self.model.name!r}. "
                 f"Known groups include: {known}. Received: name={name!r}"
             )

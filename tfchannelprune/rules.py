@@ -291,7 +291,7 @@ class ProducerRule(Rule):
 
     def macs(self, fn, in_w, out_w) -> int:
         kernel = prod(getattr(fn.op, "kernel_size", ()))
-        groups = in_w if self._is_channelwise(fn) else 1
+        groups = in_w if self._is_channelwise(fn) else getattr(fn.op, "groups", 1)
         return prod(fn.output_shapes[0][1:-1]) * kernel * (in_w // max(groups, 1)) * out_w
 
 

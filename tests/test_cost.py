@@ -1,0 +1,79 @@
+"""MACs and params per layer, and the marginal MACs of one channel of a group."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import zoo
+from keras import layers as L
+
+import tfchannelprune as tcp
+from tfchannelprune.cli import main
+
+
+def test_macs_by_hand():
+    inp = keras.Input((10, 10, 3))
+    x = L.Conv2D(8, 3, padding="same")(inp)  # 10*10*9*3*8 = 21600
+    x = L.DepthwiseConv2D(3, depth_multiplier=2)(x)  # 8*8*9*16 = 9216
+    x = L.SeparableConv2D(4, 3)(x)  # 6*6*9*16 + 6*6*16*4 = 5184 + 2304
+    x = L.Conv2D(6, 1, groups=2)(x)  # 6*6*1*2*6 = 432
+    x = L.Flatten()(x)
+    out = L.Dense(5)(x)  # 216*5 = 1080
+    model = keras.Model(inp, out)
+    per_layer = tcp.count_macs(model, per_layer=True)
+    assert per_layer["conv2d"] == 21600
+    assert per_layer["depthwise_conv2d"] == 9216
+    assert per_layer["separable_conv2d"] == 5184 + 2304
+    assert per_layer["conv2d_1"] == 432
+    assert per_layer["dense"] == 1080
+    assert tcp.count_macs(model) == 21600 + 9216 + 7488 + 432 + 1080
+    assert tcp.count_params(model) == model.count_params()
+
+
+@pytest.mark.parametrize("name", ["resnet_style", "densenet_style", "mobilenetv2_style",
+                                  "flatten_dense", "separable_blocks", "conv1d_model"])  # fmt: skip
+def test_marginal_macs_equal_brute_force(name):
+    model = zoo.ZOO[name]()
+    gated = tcp.wrap(model)
+    graph = tcp.ChannelGraph(gated)
+    plan = zoo.random_plan(graph, seed=2, fraction=0.75)
+    tcp.set_kept_channels(gated, plan, graph=graph)
+    marginal = tcp.marginal_macs(graph)
+    current = tcp.count_macs(graph)
+    for group, kept in plan.items():
+        if len(kept) < 2:
+            continue
+        fewer = {**plan, group: kept[1:]}
+        expected = current - tcp.count_macs(graph, plan=fewer)
+        assert marginal[group] == pytest.approx(expected), group
+    assert set(marginal) == {g.name for g in graph.prunable_groups}
+
+
+def test_counts_follow_gates_and_match_compact():
+    model = zoo.randomize(zoo.densenet_style())
+    gated = tcp.wrap(model)
+    tcp.set_kept_channels(gated, zoo.random_plan(tcp.ChannelGraph(gated), seed=9))
+    small = tcp.compact(gated)
+    assert tcp.count_macs(gated) == tcp.count_macs(small) < tcp.count_macs(model)
+    assert tcp.count_params(gated) == small.count_params()
+    assert tcp.count_params(gated, per_layer=True) == tcp.count_params(small, per_layer=True)
+
+
+def test_summary_and_report_cli(tmp_path, capsys):
+    gated = tcp.wrap(zoo.plain_cnn())
+    tcp.set_kept_channels(gated, zoo.random_plan(tcp.ChannelGraph(gated), seed=1))
+    info = tcp.summary(gated, print_fn=lambda s: None)
+    assert info["macs"] == tcp.count_macs(gated)
+    assert any(g["kept"] < g["size"] for g in info["groups"])
+    path = tmp_path / "gated.keras"
+    gated.save(path)
+    assert main(["report", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "channel groups" in text and "MACs" in text and "model output" in text
+    assert main(["report", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] == tcp.count_params(gated)
+    assert np.sum([g["prunable"] for g in data["groups"]]) == len(
+        tcp.ChannelGraph(gated).prunable_groups
+    )

@@ -35,6 +35,11 @@ def count_macs(model, per_layer: bool = False, plan=None):
         plan: optional {group: kept indices} to cost a hypothetical pruning.
     """
     graph, masks = _graph_and_masks(model, plan)
+    return macs_for(graph, masks, per_layer)
+
+
+def macs_for(graph, masks, per_layer: bool = False):
+    """``count_macs`` with explicit {group: keep mask} (no gate reading)."""
     result: dict[str, int] = {}
     for fn in graph.flat.nodes:
         # the layer type's own rule, also where the call is a barrier (a grouped conv ...)
@@ -47,6 +52,11 @@ def count_macs(model, per_layer: bool = False, plan=None):
 def count_params(model, per_layer: bool = False, plan=None):
     """Total parameters (trainable and not, gates excluded), or ``{layer path: params}``."""
     graph, masks = _graph_and_masks(model, plan)
+    return params_for(graph, masks, per_layer)
+
+
+def params_for(graph, masks, per_layer: bool = False):
+    """``count_params`` with explicit {group: keep mask}."""
     result: dict[str, int] = {}
     seen: set[int] = set()
     for fn, rule in zip(graph.flat.nodes, graph.rules):
@@ -76,6 +86,11 @@ def marginal_macs(model, plan=None) -> dict[str, float]:
         {group name: MACs removed with one channel of that group}.
     """
     graph, masks = _graph_and_masks(model, plan)
+    return marginal_for(graph, masks)
+
+
+def marginal_for(graph, masks) -> dict[str, float]:
+    """``marginal_macs`` with explicit {group: keep mask}."""
     names = {g.name for g in graph.prunable_groups}
     kept_count = {
         g.name: int(masks[g.name].sum()) if g.name in masks else g.size

@@ -166,3 +166,21 @@ def test_loader_errors(tmp_path):
     with pytest.raises(ValueError, match="size="):
         load_fixation_folder(tmp_path)
     assert load_fixation_folder(tmp_path, size=(4, 4)).images.shape == (2, 4, 4, 3)
+
+
+def test_as_tf_dataset_flips_images_with_their_targets(small):
+    maps = small.fixation_maps()
+    flips = 0
+    for epoch in range(2):
+        for (x, y), image, target in zip(
+            data.as_tf_dataset(small, batch_size=1, augment=True, seed=epoch),
+            small.images,
+            maps,
+            strict=True,
+        ):
+            flipped = not np.array_equal(x[0].numpy(), image)
+            expect = (image[:, ::-1], target[:, ::-1]) if flipped else (image, target)
+            np.testing.assert_array_equal(x[0].numpy(), expect[0])
+            np.testing.assert_array_equal(y[0].numpy(), expect[1])
+            flips += flipped
+    assert 0 < flips < 2 * small.n_images

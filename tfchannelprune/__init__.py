@@ -1,5 +1,6 @@
 """tfchannelprune: structured channel pruning for Keras 3 (TensorFlow backend)."""
 
+from tfchannelprune.callbacks import ChannelPruning
 from tfchannelprune.cost import count_macs, count_params, marginal_macs
 from tfchannelprune.errors import UnsupportedLayerError, UnsupportedModelError
 from tfchannelprune.gates import (
@@ -10,7 +11,10 @@ from tfchannelprune.gates import (
     wrap,
 )
 from tfchannelprune.graph import ChannelGraph, ChannelGroup
+from tfchannelprune.iterative import PruneResult, prune
 from tfchannelprune.report import summary
+from tfchannelprune.schedules import ConstantSchedule, PolynomialSchedule
+from tfchannelprune.select import SelectionConfig
 from tfchannelprune.surgery import compact
 
 __version__ = "0.1.0"
@@ -19,6 +23,11 @@ __all__ = [
     "ChannelGate",
     "ChannelGraph",
     "ChannelGroup",
+    "ChannelPruning",
+    "ConstantSchedule",
+    "PolynomialSchedule",
+    "PruneResult",
+    "SelectionConfig",
     "UnsupportedLayerError",
     "UnsupportedModelError",
     "compact",
@@ -26,6 +35,7 @@ __all__ = [
     "count_params",
     "get_kept_channels",
     "marginal_macs",
+    "prune",
     "set_kept_channels",
     "strip",
     "summary",

@@ -27,7 +27,12 @@ def node_keeps(graph: ChannelGraph, fn, masks) -> tuple[np.ndarray, np.ndarray]:
     return in_keep, out_keep
 
 
-def compact(model, plan: Mapping[str, Sequence[int]] | None = None, graph=None) -> keras.Model:
+def compact(
+    model,
+    plan: Mapping[str, Sequence[int]] | None = None,
+    graph=None,
+    bias_shift: Mapping[str, np.ndarray] | None = None,
+) -> keras.Model:
     """A new functional model with the switched-off channels physically removed.
 
     Args:
@@ -35,6 +40,9 @@ def compact(model, plan: Mapping[str, Sequence[int]] | None = None, graph=None) 
         plan: optional {group name: kept channel indices}; on a wrapped model it overrides the
             gates of the groups it names.
         graph: the model's ``ChannelGraph``, if already built.
+        bias_shift: {layer path: vector over the layer's ORIGINAL output channels} added to
+            that layer's bias (a bias is created where the layer has none). Mean replacement
+            folds removed channels' constant outputs into their consumers this way.
 
     Returns:
         A model without gates whose outputs equal the gated model's (to float tolerance),
@@ -65,6 +73,8 @@ def compact(model, plan: Mapping[str, Sequence[int]] | None = None, graph=None) 
         )
         cut = None if full else rule.cut(op, fn, in_keep, out_keep)
         config, weights = cut if cut is not None else (None, None)
+        if bias_shift and path in bias_shift:
+            config, weights = _shift_bias(op, config, weights, bias_shift[path], out_keep)
         cache[id(op)] = _keras.clone_layer(op, config)
         pending[id(op)] = weights
         return cache[id(op)]
@@ -77,3 +87,17 @@ def compact(model, plan: Mapping[str, Sequence[int]] | None = None, graph=None) 
             new.set_weights(old.get_weights())
 
     return _keras.rebuild(model, layer_fn, None, built_fn)
+
+
+def _shift_bias(layer, config, weights, shift, out_keep):
+    """Add ``shift`` (over the original output channels) to the layer's bias."""
+    config = dict(layer.get_config() if config is None else config)
+    if "use_bias" not in config:
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) has no bias to fold a shift into."
+        )
+    weights = dict(_keras.weights_by_name(layer) if weights is None else weights)
+    shift = np.asarray(shift, dtype="float32")[out_keep]
+    config["use_bias"] = True
+    weights["bias"] = weights.get("bias", np.zeros_like(shift)) + shift
+    return config, weights

@@ -1,0 +1,171 @@
+"""ChannelPruning callback and prune(): targets, logs, resume, errors, MirroredStrategy."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers as L
+
+import tfchannelprune as tcp
+from tfchannelprune.cost import count_macs
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def tiny_cnn(seed=0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 1))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, padding="same")(inp)))
+    x = L.MaxPooling2D()(x)
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(12, 3, padding="same")(x)))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(3)(x))
+
+
+def tiny_data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 8, 8, 1)).astype("float32") + y[:, None, None, None]
+    return x, y
+
+
+def gated_model(seed=0, optimizer="sgd"):
+    gated = tcp.wrap(tiny_cnn(seed))
+    gated.compile(optimizer=optimizer, loss=LOSS, metrics=["accuracy"])
+    return gated
+
+
+@pytest.mark.parametrize("signal", ["taylor", "l1_weight"])
+def test_prunes_to_macs_target_and_logs(tmp_path, signal):
+    x, y = tiny_data()
+    gated = gated_model()
+    original = count_macs(gated)
+    history_path = str(tmp_path / "history.csv")
+    pruning = tcp.ChannelPruning((x, y), LOSS, signal, target_macs=0.5, schedule="polynomial",
+                                 num_events=2, history_path=history_path, monitor="loss",
+                                 log_dir=str(tmp_path / "tb"), verbose=0)  # fmt: skip
+    fit = gated.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[pruning])
+    assert count_macs(gated) <= 0.5 * original
+    assert pruning.done
+    assert [r["event"] for r in pruning.history] == [1, 2]
+    assert pruning.history[0]["macs_fraction"] > pruning.history[1]["macs_fraction"]
+    assert fit.history["macs"][-1] == count_macs(gated)
+    assert fit.history["channels_removed"][-1] > 0
+    assert open(history_path).read().count("\n") == 3  # header + 2 events
+    assert os.listdir(tmp_path / "tb")
+    small = tcp.compact(gated)
+    np.testing.assert_allclose(small(x[:4]), gated(x[:4]), atol=1e-5)
+
+
+def test_schedule_object_and_channel_target():
+    x, y = tiny_data()
+    gated = gated_model()
+    # the tfmot PolynomialDecay protocol: schedule(step) -> (should_prune, sparsity)
+    schedule = tcp.PolynomialSchedule(0.0, 0.6, begin_step=2, end_step=6, frequency=2)
+    pruning = tcp.ChannelPruning((x, y), LOSS, "l2_weight", target_macs=0.4,
+                                 schedule=schedule, verbose=0)  # fmt: skip
+    gated.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[pruning])
+    assert [r["step"] for r in pruning.history] == [2, 4, 6]
+    assert pruning.history[-1]["macs_fraction"] <= 0.4 + 1e-9
+
+    gated = gated_model()
+    pruning = tcp.ChannelPruning((x, y), LOSS, "l1_weight", target_channels=12,
+                                 channels_per_step=3, verbose=0)  # fmt: skip
+    gated.fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[pruning])
+    assert [r["channels_removed_now"] for r in pruning.history] == [3, 3, 2]
+    assert sum(len(v) for v in tcp.get_kept_channels(gated).values()) == 12
+
+
+@pytest.mark.parametrize("target", [0, -0.5, 1.5, "half"])
+def test_target_outside_unit_interval(target):
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        tcp.ChannelPruning(tiny_data(), LOSS, target_macs=target)
+
+
+def test_unreachable_target_says_best_reachable():
+    x, y = tiny_data()
+    gated = gated_model()
+    pruning = tcp.ChannelPruning((x, y), LOSS, target_macs=0.05, min_channels=6, verbose=0)
+    with pytest.raises(ValueError, match=r"best reachable is 0\.\d+"):
+        gated.fit(x, y, epochs=1, verbose=0, callbacks=[pruning])
+
+
+def test_ungated_model_says_wrap():
+    x, y = tiny_data()
+    model = tiny_cnn()
+    model.compile(optimizer="sgd", loss=LOSS)
+    pruning = tcp.ChannelPruning((x, y), LOSS, target_macs=0.5)
+    with pytest.raises(ValueError, match=r"tfchannelprune.wrap\(model\)"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[pruning])
+
+
+def test_resume_gives_same_channels(tmp_path):
+    tf.config.experimental.enable_op_determinism()
+    x, y = tiny_data()
+
+    def callback():
+        return tcp.ChannelPruning((x, y), LOSS, "taylor", target_macs=0.3, schedule="polynomial",
+                                  num_events=4, verbose=0)  # fmt: skip
+
+    def fit(model, **kwargs):
+        model.fit(x, y, batch_size=32, shuffle=False, verbose=0, callbacks=[callback()], **kwargs)
+
+    straight = gated_model(seed=3, optimizer="adam")
+    fit(straight, epochs=5)
+
+    first = gated_model(seed=3, optimizer="adam")
+    fit(first, epochs=2)
+    path = tmp_path / "midway.keras"
+    first.save(path)
+    resumed = keras.saving.load_model(path)
+    fit(resumed, epochs=5, initial_epoch=2)
+    assert tcp.get_kept_channels(resumed) == tcp.get_kept_channels(straight)
+    assert tcp.get_kept_channels(first) != tcp.get_kept_channels(straight)  # it was midway
+
+
+def test_prune_rounds_shrink_model():
+    x, y = tiny_data()
+    model = tiny_cnn()
+    result = tcp.prune(model, (x, y), LOSS, target_macs=0.4, rounds=2, signal="l1_weight",
+                       fine_tune_data=(x, y), fine_tune_epochs=1, verbose=0)  # fmt: skip
+    assert [r["round"] for r in result.history] == [1, 2]
+    assert result.history[0]["macs_fraction"] > result.history[1]["macs_fraction"]
+    assert count_macs(result.model) <= 0.4 * count_macs(model)
+    assert "loss" in result.history[-1]
+    assert not tcp.gates.is_wrapped(result.model)
+
+
+def test_mirrored_strategy_two_cpus():
+    code = textwrap.dedent(
+        """
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras, tfchannelprune as tcp
+        from test_callbacks import LOSS, tiny_cnn, tiny_data
+        x, y = tiny_data()
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert strategy.num_replicas_in_sync == 2
+        with strategy.scope():
+            gated = tcp.wrap(tiny_cnn())
+            gated.compile(optimizer="sgd", loss=LOSS)
+        pruning = tcp.ChannelPruning((x, y), LOSS, "taylor", target_macs=0.5, verbose=0)
+        gated.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[pruning])
+        small = tcp.compact(gated)
+        print("RESULT", tcp.count_macs(gated) / tcp.count_macs(tiny_cnn()),
+              float(np.max(np.abs(small(x[:4]) - gated(x[:4])))))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
+    assert lines, out.stderr[-3000:]
+    fraction, diff = map(float, lines[0].split()[1:])
+    assert fraction <= 0.5 and diff < 1e-4

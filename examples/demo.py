@@ -29,15 +29,20 @@ from tfchannelprune.latency import benchmark_tflite  # noqa: E402
 L = keras.layers
 
 
+def BN():  # noqa: N802
+    # momentum 0.9: the moving statistics converge within the few hundred steps trained here
+    return L.BatchNormalization(momentum=0.9)
+
+
 def small_cnn(input_shape, classes):
     inp = keras.Input(input_shape)
     x = inp
     for filters in (32, 64):
         x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = L.BatchNormalization()(x)
+        x = BN()(x)
         x = L.ReLU()(x)
         x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = L.BatchNormalization()(x)
+        x = BN()(x)
         x = L.ReLU()(x)
         x = L.MaxPooling2D()(x)
     x = L.GlobalAveragePooling2D()(x)
@@ -47,13 +52,13 @@ def small_cnn(input_shape, classes):
 
 def resnet_cnn(input_shape, classes):
     inp = keras.Input(input_shape)
-    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(32, 3, padding="same", use_bias=False)(inp)))
+    x = L.ReLU()(BN()(L.Conv2D(32, 3, padding="same", use_bias=False)(inp)))
     for filters, strides in ((32, 1), (64, 2), (64, 1)):
         y = L.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
-        y = L.ReLU()(L.BatchNormalization()(y))
-        y = L.BatchNormalization()(L.Conv2D(filters, 3, padding="same", use_bias=False)(y))
+        y = L.ReLU()(BN()(y))
+        y = BN()(L.Conv2D(filters, 3, padding="same", use_bias=False)(y))
         if strides != 1 or x.shape[-1] != filters:
-            x = L.BatchNormalization()(L.Conv2D(filters, 1, strides=strides, use_bias=False)(x))
+            x = BN()(L.Conv2D(filters, 1, strides=strides, use_bias=False)(x))
         x = L.ReLU()(L.Add()([x, y]))
     x = L.GlobalAveragePooling2D()(x)
     return keras.Model(inp, L.Dense(classes)(x), name="resnet_cnn")
@@ -101,7 +106,7 @@ def run(build, signal, data, args, curve):
     for target in (0.5, 0.25):
         pruning = tcp.ChannelPruning(
             calibration, loss, signal, target_macs=target, schedule="polynomial",
-            num_events=3, prune_every=1, verbose=0,
+            num_events=2, prune_every=1, verbose=0,
         )  # fmt: skip
         gated.fit(x_train, y_train, epochs=args.fine_tune_epochs, batch_size=64, verbose=0,
                   callbacks=[pruning])  # fmt: skip
@@ -164,8 +169,8 @@ def main(argv=None):
                         help="mnist_subset (bundled) or a tfds name: mnist, cifar10, "
                              "oxford_flowers102, caltech_birds2011")  # fmt: skip
     parser.add_argument("--image-size", type=int, default=64, help="tfds images are resized")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs")
-    parser.add_argument("--fine-tune-epochs", type=int, default=3, help="per target")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs")
+    parser.add_argument("--fine-tune-epochs", type=int, default=4, help="per target")
     parser.add_argument("--signals", default="taylor,fisher")
     parser.add_argument("--models", default="small_cnn,resnet_cnn")
     parser.add_argument("--seed", type=int, default=0)

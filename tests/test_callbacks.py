@@ -124,8 +124,11 @@ def test_resume_gives_same_channels(tmp_path):
     first.save(path)
     resumed = keras.saving.load_model(path)
     fit(resumed, epochs=5, initial_epoch=2)
-    assert tcp.get_kept_channels(resumed) == tcp.get_kept_channels(straight)
-    assert tcp.get_kept_channels(first) != tcp.get_kept_channels(straight)  # it was midway
+    def kept(model):  # the two runs build separate models, so layer names differ
+        return list(tcp.get_kept_channels(model).values())
+
+    assert kept(resumed) == kept(straight)
+    assert kept(first) != kept(straight)  # it really stopped midway
 
 
 def test_prune_rounds_shrink_model():

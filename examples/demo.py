@@ -20,57 +20,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
 from tfchannelprune.export import export_tflite  # noqa: E402
 from tfchannelprune.latency import benchmark_tflite  # noqa: E402
+from tfchannelprune.models import compile_classifier, resnet_cnn, small_cnn  # noqa: E402
 
-L = keras.layers
-
-
-def BN():  # noqa: N802
-    # momentum 0.9: the moving statistics converge within the few hundred steps trained here
-    return L.BatchNormalization(momentum=0.9)
-
-
-def small_cnn(input_shape, classes):
-    inp = keras.Input(input_shape)
-    x = inp
-    for filters in (32, 64):
-        x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = BN()(x)
-        x = L.ReLU()(x)
-        x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = BN()(x)
-        x = L.ReLU()(x)
-        x = L.MaxPooling2D()(x)
-    x = L.GlobalAveragePooling2D()(x)
-    x = L.Dense(64, activation="relu")(x)
-    return keras.Model(inp, L.Dense(classes)(x), name="small_cnn")
-
-
-def resnet_cnn(input_shape, classes):
-    inp = keras.Input(input_shape)
-    x = L.ReLU()(BN()(L.Conv2D(32, 3, padding="same", use_bias=False)(inp)))
-    for filters, strides in ((32, 1), (64, 2), (64, 1)):
-        y = L.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
-        y = L.ReLU()(BN()(y))
-        y = BN()(L.Conv2D(filters, 3, padding="same", use_bias=False)(y))
-        if strides != 1 or x.shape[-1] != filters:
-            x = BN()(L.Conv2D(filters, 1, strides=strides, use_bias=False)(x))
-        x = L.ReLU()(L.Add()([x, y]))
-    x = L.GlobalAveragePooling2D()(x)
-    return keras.Model(inp, L.Dense(classes)(x), name="resnet_cnn")
-
-
-def compile_model(model, lr=1e-3):
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
+compile_model = compile_classifier
 
 
 def measure(model, x_test, y_test, out_dir, name):
@@ -169,7 +125,7 @@ def main(argv=None):
                         help="mnist_subset (bundled) or a tfds name: mnist, cifar10, "
                              "oxford_flowers102, caltech_birds2011")  # fmt: skip
     parser.add_argument("--image-size", type=int, default=64, help="tfds images are resized")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs")
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs")
     parser.add_argument("--fine-tune-epochs", type=int, default=4, help="per target")
     parser.add_argument("--signals", default="taylor,fisher")
     parser.add_argument("--models", default="small_cnn,resnet_cnn")

@@ -51,10 +51,11 @@ def measure(model, x_test, y_test, out_dir, name):
 def run(build, signal, data, args, curve):
     (x_train, y_train), (x_test, y_test) = data
     keras.utils.set_random_seed(args.seed)
-    base = compile_model(build(x_train.shape[1:], int(y_train.max()) + 1))
+    classes = int(max(y_train.max(), y_test.max())) + 1
+    base = compile_model(build(x_train.shape[1:], classes))
     base.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
     rows = [measure(base, x_test, y_test, args.out, f"{base.name}")] if signal == "taylor" else []
-    gated = compile_model(tcp.wrap(base), lr=5e-4)
+    gated = compile_model(tcp.wrap(base), learning_rate=5e-4)
     calibration = (x_train[:512], y_train[:512])
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     original_macs = tcp.count_macs(base)
@@ -83,7 +84,7 @@ def load_data(args):
         return (x_train, y_train), (x_test, y_test)
     from tfchannelprune.data import load_tfds
 
-    return load_tfds(args.dataset, image_size=args.image_size)
+    return load_tfds(args.dataset, image_size=args.image_size, max_examples=args.max_examples)
 
 
 def print_table(rows, baseline):
@@ -125,6 +126,7 @@ def main(argv=None):
                         help="mnist_subset (bundled) or a tfds name: mnist, cifar10, "
                              "oxford_flowers102, caltech_birds2011")  # fmt: skip
     parser.add_argument("--image-size", type=int, default=64, help="tfds images are resized")
+    parser.add_argument("--max-examples", type=int, default=None, help="per tfds split")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs")
     parser.add_argument("--fine-tune-epochs", type=int, default=4, help="per target")
     parser.add_argument("--signals", default="taylor,fisher")

@@ -202,8 +202,9 @@ class ChannelPruning(keras.callbacks.Callback):
         if final is None:
             return True, None
         if self.schedule == "polynomial":
-            poly = PolynomialSchedule(0.0, 1 - final, 1, self.num_events)
-            return target_fraction(poly, event)[0] or event > self.num_events, 1 - poly(event)[1]
+            # event k of n reaches t = k / n, so the first event already prunes
+            poly = PolynomialSchedule(0.0, 1 - final, 0, self.num_events)
+            return True, 1 - poly(min(event, self.num_events))[1]
         return True, final
 
     # ------------------------------------------------------------------ one event

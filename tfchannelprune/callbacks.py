@@ -51,6 +51,10 @@ class ChannelPruning(keras.callbacks.Callback):
             "fisher", "l1_weight", "random".
         target_macs / target_params: fraction of the original MACs / params to reach, in (0, 1].
         target_channels: number of prunable channels to keep in total (alternative target).
+        target_latency: LiteRT latency to reach, in milliseconds (batch 1, ``latency_threads``
+            threads, XNNPACK). Measured, not estimated: at each event the model is compacted,
+            exported and timed, and the next MACs target is the current one scaled by
+            target / measured latency.
         prune_every: prune every this many epochs (``frequency="epoch"``) or steps
             (``frequency="step"``).
         schedule: "constant" (aim at the final target from the first event, removing
@@ -78,6 +82,8 @@ class ChannelPruning(keras.callbacks.Callback):
         target_macs: float | None = None,
         target_params: float | None = None,
         target_channels: int | None = None,
+        target_latency: float | None = None,
+        latency_threads: int = 1,
         prune_every: int = 1,
         frequency: str = "epoch",
         schedule="constant",
@@ -99,11 +105,14 @@ class ChannelPruning(keras.callbacks.Callback):
         super().__init__()
         _check_fraction("target_macs", target_macs)
         _check_fraction("target_params", target_params)
-        if target_macs is None and target_params is None and target_channels is None:
+        targets = (target_macs, target_params, target_channels, target_latency)
+        if all(t is None for t in targets):
             raise ValueError(
                 "Give a target: target_macs or target_params (fractions of the original "
-                "model) or target_channels. Received: none"
+                "model), target_channels or target_latency (ms). Received: none"
             )
+        if target_latency is not None and not target_latency > 0:
+            raise ValueError(f"target_latency is in milliseconds, > 0. Received: {target_latency}")
         if frequency not in ("epoch", "step"):
             raise ValueError(f"frequency must be 'epoch' or 'step'. Received: {frequency!r}")
         if prune_every < 1:
@@ -116,6 +125,8 @@ class ChannelPruning(keras.callbacks.Callback):
         self.data, self.loss, self.signal = data, loss, signal
         self.target_macs, self.target_params = target_macs, target_params
         self.target_channels = target_channels
+        self.target_latency, self.latency_threads = target_latency, latency_threads
+        self.latency_ms: float | None = None
         self.prune_every, self.frequency = prune_every, frequency
         self.schedule, self.num_events = schedule, num_events
         self.channels_per_step = channels_per_step
@@ -195,6 +206,8 @@ class ChannelPruning(keras.callbacks.Callback):
             self._event(step // self.prune_every, None, logs)
 
     def _fraction_now(self, event: int) -> tuple[bool, float | None]:
+        if self.target_latency is not None:
+            return True, None  # the fraction comes from the measured latency
         final = self.target_macs if self.target_macs is not None else self.target_params
         if not isinstance(self.schedule, str):
             step = int(self.model.optimizer.iterations.numpy())
@@ -217,6 +230,12 @@ class ChannelPruning(keras.callbacks.Callback):
         from tfchannelprune.collect import collect_saliency
 
         masks = gate_masks(self.graph)
+        if self.target_latency is not None:
+            fraction = self._latency_fraction(masks)
+            if fraction is None:
+                self.done = True
+                self._write(self._record(event, epoch, masks, self._channels_kept(masks), logs))
+                return
         before = self._channels_kept(masks)
         scores = collect_saliency(
             self.model, self.data, self.loss or self.model.loss, self.signal,
@@ -233,9 +252,34 @@ class ChannelPruning(keras.callbacks.Callback):
         record = self._record(event, epoch, masks, before, logs)
         self._write(record)
 
+    def measure_latency(self) -> float:
+        """Median LiteRT latency (ms) of the model compacted as it stands."""
+        import tempfile
+
+        from tfchannelprune.export import export_tflite
+        from tfchannelprune.latency import benchmark_tflite
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.tflite")
+            export_tflite(self.model, path)
+            report = benchmark_tflite(path, num_threads=self.latency_threads, runs=30)
+        return report.median_ms
+
+    def _latency_fraction(self, masks) -> float | None:
+        """The MACs fraction to aim at now, or None when the latency target is met."""
+        self.latency_ms = self.measure_latency()
+        if self.latency_ms <= self.target_latency:
+            return None
+        full = {**{g.name: np.ones(g.size, bool) for g in self.graph.prunable_groups}, **masks}
+        now = macs_for(self.graph, full) / max(self.original_macs, 1)
+        # latency is close to linear in MACs at kernel-friendly widths; never stand still
+        return min(now * self.target_latency / self.latency_ms, 0.98 * now)
+
     def _targets(self, fraction, masks) -> tuple[dict, int | None]:
         """Absolute targets for this event, and the cap on channels removed now."""
         kwargs = {}
+        if self.target_latency is not None:
+            kwargs["target_macs"] = fraction * self.original_macs
         if self.target_macs is not None:
             kwargs["target_macs"] = fraction * self.original_macs
         if self.target_params is not None:
@@ -254,6 +298,8 @@ class ChannelPruning(keras.callbacks.Callback):
         )
 
     def _target_reached(self, masks) -> bool:
+        if self.target_latency is not None:
+            return self.done  # decided by a measurement at the next event
         full = {**{g.name: np.ones(g.size, bool) for g in self.graph.prunable_groups}, **masks}
         ok = True
         if self.target_macs is not None:
@@ -282,6 +328,8 @@ class ChannelPruning(keras.callbacks.Callback):
             "channels_removed": self.original_channels - kept,
             "target_reached": self.done,
         }
+        if self.latency_ms is not None:
+            record["latency_ms"] = self.latency_ms
         if self.monitor and logs and self.monitor in logs:
             record[self.monitor] = float(logs[self.monitor])
         self.history.append(record)

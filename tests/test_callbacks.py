@@ -197,3 +197,23 @@ def test_measure_latency_is_real():
     pruning = tcp.ChannelPruning(tiny_data(), LOSS, target_latency=1.0)
     pruning.set_model(gated)
     assert 0 < pruning.measure_latency() < 50
+
+
+def test_prune_with_mean_replacement_keeps_outputs_closer():
+    # 1x1 convs and Dense only, where mean replacement is exact for the removed channels' means
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2))
+    x = L.ReLU()(L.Conv2D(12, 1)(inp))
+    x = L.ReLU()(L.Conv2D(10, 1, use_bias=False)(x))
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, L.Dense(3)(x))
+    x_data = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32") + 1
+    y_data = np.zeros(64, "int64")
+    common = dict(target_macs=0.5, rounds=1, signal="l1_weight", verbose=0)
+    plain = tcp.prune(model, (x_data, y_data), LOSS, **common).model
+    folded = tcp.prune(model, (x_data, y_data), LOSS, mean_replacement=True, **common).model
+    reference = model(x_data).numpy()
+    err_plain = np.abs(plain(x_data).numpy() - reference).mean()
+    err_folded = np.abs(folded(x_data).numpy() - reference).mean()
+    assert err_folded < err_plain
+    assert count_macs(folded) == count_macs(plain)

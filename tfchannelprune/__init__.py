@@ -5,7 +5,10 @@ from tfchannelprune.accumulator import SaliencyAccumulator
 from tfchannelprune.callbacks import ChannelPruning
 from tfchannelprune.collect import collect_saliency
 from tfchannelprune.cost import count_macs, count_params, marginal_macs
+from tfchannelprune.dead import DeadReport, find_dead_channels, remove_dead_channels
+from tfchannelprune.dead_monitor import DeadChannelMonitor
 from tfchannelprune.errors import UnsupportedLayerError, UnsupportedModelError
+from tfchannelprune.gate_stats import gate_input_means
 from tfchannelprune.gates import (
     ChannelGate,
     get_kept_channels,
@@ -15,6 +18,7 @@ from tfchannelprune.gates import (
 )
 from tfchannelprune.graph import ChannelGraph, ChannelGroup
 from tfchannelprune.iterative import PruneResult, prune
+from tfchannelprune.mean_replacement import mean_replacement_shift
 from tfchannelprune.report import summary
 from tfchannelprune.schedules import ConstantSchedule, PolynomialSchedule
 from tfchannelprune.select import SelectionConfig
@@ -28,6 +32,8 @@ __all__ = [
     "ChannelGroup",
     "ChannelPruning",
     "ConstantSchedule",
+    "DeadChannelMonitor",
+    "DeadReport",
     "PolynomialSchedule",
     "PruneResult",
     "SaliencyAccumulator",
@@ -38,9 +44,13 @@ __all__ = [
     "compact",
     "count_macs",
     "count_params",
+    "find_dead_channels",
+    "gate_input_means",
     "get_kept_channels",
     "marginal_macs",
+    "mean_replacement_shift",
     "prune",
+    "remove_dead_channels",
     "set_kept_channels",
     "signals",
     "strip",

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules that contribute sub-commands. Imported lazily so that `--help` stays fast.
-_COMMAND_MODULES = ("tfchannelprune.report", "tfchannelprune.export")
+_COMMAND_MODULES = ("tfchannelprune.report", "tfchannelprune.export", "tfchannelprune.dead")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,8 +15,10 @@ import numpy as np
 from tfchannelprune import select
 from tfchannelprune.callbacks import _check_fraction
 from tfchannelprune.cost import count_macs, count_params
+from tfchannelprune.gate_stats import gate_input_means
 from tfchannelprune.gates import set_kept_channels, wrap
 from tfchannelprune.graph import ChannelGraph
+from tfchannelprune.mean_replacement import mean_replacement_shift
 from tfchannelprune.surgery import compact
 
 
@@ -42,6 +44,7 @@ def prune(
     validation_data=None,
     fit_kwargs: dict | None = None,
     verbose: int = 1,
+    mean_replacement: bool = False,
     **selection,
 ) -> PruneResult:
     """Prune ``model`` to a target in ``rounds`` rounds, fine-tuning the compacted model
@@ -57,6 +60,8 @@ def prune(
         signal: saliency signal name or object.
         fine_tune_data: (x, y) or a dataset for ``fit``; None skips fine-tuning.
         optimizer: optimizer (name or instance; rebuilt from its config every round).
+        mean_replacement: fold each removed channel's mean output over ``data`` into its
+            consumers' biases (Evci's mean replacement) instead of dropping it.
         **selection: ``SelectionConfig`` fields (mode, normalize, lam, beta, min_channels,
             round_to, ignored_layers).
 
@@ -85,8 +90,12 @@ def prune(
         if target_params is not None:
             targets["target_params"] = (1 - (1 - target_params) * r / rounds) * original_params
         masks = select.select_channels(graph, scores, {}, config, **targets)
+        shift = None
+        if mean_replacement:  # means measured with every channel still switched on
+            means = gate_input_means(gated, data)
+            shift = mean_replacement_shift(graph, masks, means)
         set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
-        current = compact(gated, graph=graph)
+        current = compact(gated, graph=graph, bias_shift=shift)
         record = {
             "round": r,
             "macs_fraction": count_macs(current) / original_macs,

@@ -77,3 +77,21 @@ def test_summary_and_report_cli(tmp_path, capsys):
     assert np.sum([g["prunable"] for g in data["groups"]]) == len(
         tcp.ChannelGraph(gated).prunable_groups
     )
+
+
+def test_report_cli_with_dead_channels(tmp_path, capsys):
+    model = zoo.plain_cnn()
+    first_conv = next(layer for layer in model.layers if isinstance(layer, L.Conv2D))
+    kernel = first_conv.kernel.numpy()
+    kernel[..., 2] = 0.0  # channel 2 of the first conv: constant output (then BN, ReLU)
+    first_conv.kernel.assign(kernel)
+    path, data = tmp_path / "m.keras", tmp_path / "x.npy"
+    model.save(path)
+    np.save(data, np.random.default_rng(0).normal(size=(32, 16, 16, 3)).astype("float32"))
+    assert main(["report", str(path), "--data", str(data), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    groups = {g["group"]: g for g in report["dead"]["groups"]}
+    assert 2 in groups[first_conv.name]["dead"]  # (random Dense ReLUs may be dead too)
+    assert report["dead"]["dead_channels"] >= 1
+    assert groups[first_conv.name]["macs_saved"] > 0
+    assert report["macs"] == tcp.count_macs(model)

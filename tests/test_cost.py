@@ -14,19 +14,19 @@ from tfchannelprune.cli import main
 
 def test_macs_by_hand():
     inp = keras.Input((10, 10, 3))
-    x = L.Conv2D(8, 3, padding="same")(inp)  # 10*10*9*3*8 = 21600
-    x = L.DepthwiseConv2D(3, depth_multiplier=2)(x)  # 8*8*9*16 = 9216
-    x = L.SeparableConv2D(4, 3)(x)  # 6*6*9*16 + 6*6*16*4 = 5184 + 2304
-    x = L.Conv2D(6, 1, groups=2)(x)  # 6*6*1*2*6 = 432
+    x = L.Conv2D(8, 3, padding="same", name="c1")(inp)  # 10*10*9*3*8 = 21600
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)  # 8*8*9*16 = 9216
+    x = L.SeparableConv2D(4, 3, name="sep")(x)  # 6*6*9*16 + 6*6*16*4 = 5184 + 2304
+    x = L.Conv2D(6, 1, groups=2, name="grouped")(x)  # 6*6*1*2*6 = 432
     x = L.Flatten()(x)
-    out = L.Dense(5)(x)  # 216*5 = 1080
+    out = L.Dense(5, name="head")(x)  # 216*5 = 1080
     model = keras.Model(inp, out)
     per_layer = tcp.count_macs(model, per_layer=True)
-    assert per_layer["conv2d"] == 21600
-    assert per_layer["depthwise_conv2d"] == 9216
-    assert per_layer["separable_conv2d"] == 5184 + 2304
-    assert per_layer["conv2d_1"] == 432
-    assert per_layer["dense"] == 1080
+    assert per_layer["c1"] == 21600
+    assert per_layer["dw"] == 9216
+    assert per_layer["sep"] == 5184 + 2304
+    assert per_layer["grouped"] == 432
+    assert per_layer["head"] == 1080
     assert tcp.count_macs(model) == 21600 + 9216 + 7488 + 432 + 1080
     assert tcp.count_params(model) == model.count_params()
 

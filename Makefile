@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-0
 
-.PHONY: install test demo lint bench-surgery bench-pruning bench-speedup clean
+.PHONY: install test demo gaze-demo lint bench-surgery bench-pruning bench-speedup bench-gaze clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) examples/demo.py
+
+gaze-demo: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) examples/gaze.py --out saved_models/gaze
+
+bench-gaze: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/gaze.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check tfchannelprune tests examples benchmarks

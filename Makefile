@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-0
 
-.PHONY: install test demo gaze-demo lint bench-surgery bench-pruning bench-speedup bench-gaze clean
+.PHONY: install test demo gaze-demo lint bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ demo: $(STAMP)
 
 gaze-demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) examples/gaze.py --out saved_models/gaze
+
+bench-dynamic: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/dynamic.py
 
 bench-gaze: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/gaze.py

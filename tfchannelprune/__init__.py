@@ -7,6 +7,7 @@ from tfchannelprune.collect import collect_saliency
 from tfchannelprune.cost import count_macs, count_params, marginal_macs
 from tfchannelprune.dead import DeadReport, find_dead_channels, remove_dead_channels
 from tfchannelprune.dead_monitor import DeadChannelMonitor
+from tfchannelprune.dynamic import DynamicChannelExecution
 from tfchannelprune.errors import UnsupportedLayerError, UnsupportedModelError
 from tfchannelprune.gate_stats import gate_input_means
 from tfchannelprune.gates import (
@@ -34,6 +35,7 @@ __all__ = [
     "ConstantSchedule",
     "DeadChannelMonitor",
     "DeadReport",
+    "DynamicChannelExecution",
     "PolynomialSchedule",
     "PruneResult",
     "SaliencyAccumulator",

@@ -275,3 +275,8 @@ def node_constant_args(node) -> list:
     from keras.src.backend import KerasTensor
 
     return [a for a in tree.flatten(node.arguments.args) if not isinstance(a, KerasTensor)]
+
+
+def loss_tracker(model):
+    """The Mean metric through which Keras's own train_step reports the "loss" log."""
+    return getattr(model, "_loss_tracker", None)

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
+from tfchannelprune import _keras
 from tfchannelprune.bandit import DEFAULT_EXPLORATION, ChannelBandit
 from tfchannelprune.cost import count_macs
 from tfchannelprune.executor import ChannelExecutor
@@ -247,7 +248,7 @@ def _dense(grad):
 
 def _track_loss(model, loss, x) -> None:
     # Keras's own train_step feeds the "loss" log through this private tracker.
-    tracker = getattr(model, "_loss_tracker", None)
+    tracker = _keras.loss_tracker(model)
     if tracker is not None:
         first = next(i for i in tree.flatten(x) if i is not None)
         tracker.update_state(loss, sample_weight=tf.shape(first)[0])

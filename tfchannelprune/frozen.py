@@ -38,7 +38,7 @@ def _axes(fn, rule, var, fi_in, fi_out) -> list[tuple[int, np.ndarray]]:
     if isinstance(rule, rules.ProducerRule):
         if name != "kernel":
             return []
-        if rule._is_channelwise(fn):
+        if rule.is_channelwise(fn):
             return [(ndim - 1, fi_out)]
         return [(ndim - 2, fi_in), (ndim - 1, fi_out)]
     if isinstance(rule, rules.ChannelwiseParamRule) and ndim and var.shape[-1] == len(fi_in):

@@ -150,7 +150,7 @@ def _is_consumer(fn, rule) -> bool:
     """A layer that reads channels jointly and has a bias to fold into."""
     if isinstance(rule, rules.DepthwiseRule) or not isinstance(rule, rules.ProducerRule):
         return False
-    return not rule._is_channelwise(fn)  # a channel-wise conv loses the channel with it
+    return not rule.is_channelwise(fn)  # a channel-wise conv loses the channel with it
 
 
 def _carries_constants(fn, rule) -> bool:

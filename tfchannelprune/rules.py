@@ -249,16 +249,16 @@ class ProducerRule(Rule):
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             return "LoRA or quantized weights"
         groups = getattr(layer, "groups", 1)
-        if groups != 1 and not self._is_channelwise(fn):
+        if groups != 1 and not self.is_channelwise(fn):
             return f"grouped convolution (groups={groups}) couples channels within each group"
         return None
 
-    def _is_channelwise(self, fn) -> bool:
+    def is_channelwise(self, fn) -> bool:
         c_in = fn.input_shapes[0][-1]
         return getattr(fn.op, "groups", 1) == c_in == getattr(fn.op, self.width_key, None)
 
     def propagate(self, ctx, fn) -> None:
-        if self._is_channelwise(fn):  # grouped conv with one channel per group
+        if self.is_channelwise(fn):  # grouped conv with one channel per group
             layout = ctx.layout(fn.inputs[0])
             ctx.member(fn, "channelwise", layout)
             ctx.set(fn.outputs[0], layout)
@@ -279,7 +279,7 @@ class ProducerRule(Rule):
         config = layer.get_config()
         config[self.width_key] = len(out_keep)
         kernel = weights["kernel"]
-        if self._is_channelwise(fn):
+        if self.is_channelwise(fn):
             config["groups"] = len(out_keep)
             weights["kernel"] = np.take(kernel, out_keep, axis=self.out_axis(kernel))
         else:
@@ -291,7 +291,7 @@ class ProducerRule(Rule):
 
     def macs(self, fn, in_w, out_w) -> int:
         kernel = prod(getattr(fn.op, "kernel_size", ()))
-        groups = in_w if self._is_channelwise(fn) else getattr(fn.op, "groups", 1)
+        groups = in_w if self.is_channelwise(fn) else getattr(fn.op, "groups", 1)
         return prod(fn.output_shapes[0][1:-1]) * kernel * (in_w // max(groups, 1)) * out_w
 
 

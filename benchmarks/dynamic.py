@@ -48,7 +48,7 @@ def parse_args():
     p.add_argument("--dynamic-epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--active-fraction", type=float, default=0.5)
-    p.add_argument("--final-fractions", default="0.5,0.4")
+    p.add_argument("--final-fractions", default="0.5,0.45,0.4")
     p.add_argument("--coefs", default=f"{math.sqrt(1.5):.4f}", help="e.g. 1.2247,0.25")
     p.add_argument("--timing-pairs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)

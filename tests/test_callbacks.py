@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import zoo
 from keras import layers as L
 
 import tfchannelprune as tcp
@@ -27,11 +28,7 @@ def tiny_cnn(seed=0):
     return keras.Model(inp, L.Dense(3)(x))
 
 
-def tiny_data(n=96, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    x = rng.normal(size=(n, 8, 8, 1)).astype("float32") + y[:, None, None, None]
-    return x, y
+tiny_data = zoo.tiny_digits
 
 
 def gated_model(seed=0, optimizer="sgd"):

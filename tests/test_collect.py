@@ -18,10 +18,7 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def data_for(model, n=24, seed=0):
-    x = zoo.sample_input(model, batch=n, seed=seed)
-    classes = model.outputs[0].shape[-1]
-    y = np.random.default_rng(seed).integers(0, classes, n)
-    return x, y
+    return zoo.labelled_data(model, n, seed)
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ def gated():
 
 
 def _gate_state(model):
-    return {layer.name: layer.gate.numpy().copy() for layer in zoo._leaf_layers(model)
+    return {layer.name: layer.gate.numpy().copy() for layer in zoo.leaf_layers(model)
             if isinstance(layer, tcp.ChannelGate)}  # fmt: skip
 
 
@@ -100,7 +100,7 @@ def test_wrap_twice_and_unwrapped_set(gated):
 
 
 def test_non_binary_gate_refused_by_compact(gated):
-    gate = next(layer for layer in zoo._leaf_layers(gated) if isinstance(layer, tcp.ChannelGate))
+    gate = next(layer for layer in zoo.leaf_layers(gated) if isinstance(layer, tcp.ChannelGate))
     gate.gate.assign(np.full(gate.gate.shape, 0.5, "float32"))
     with pytest.raises(ValueError, match="other than 0 and 1"):
         tcp.compact(gated)

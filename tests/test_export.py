@@ -16,6 +16,7 @@ pytest.importorskip("ai_edge_litert")
 
 from tfchannelprune import export, latency  # noqa: E402
 from tfchannelprune.export import UnsupportedOpError, export_tflite  # noqa: E402
+from tfchannelprune.gates import ChannelGate  # noqa: E402
 from tfchannelprune.latency import (  # noqa: E402
     benchmark_tflite,
     compare,
@@ -162,12 +163,6 @@ def test_op_without_builtin_kernel_names_op_and_layer(tmp_path):
     assert info.value.layers == ("my_inverse",)
     assert not list(tmp_path.iterdir())
 
-
-class ChannelGate(keras.layers.Layer):
-    """Stand-in with the gate's class name: export must route the model through compact()."""
-
-    def call(self, x):
-        return x
 
 
 def test_gated_model_is_compacted_before_conversion(tiny_model, tmp_path, monkeypatch):

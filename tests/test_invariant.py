@@ -26,7 +26,7 @@ def check_invariant(model, seed=0, fraction=0.5):
     small = tcp.compact(gated, graph=graph)
     y_gated = gated(x)
     assert max_rel_diff(y_gated, small(x)) <= 1e-5
-    assert not any(isinstance(layer, ChannelGate) for layer in zoo._leaf_layers(small))
+    assert not any(isinstance(layer, ChannelGate) for layer in zoo.leaf_layers(small))
     if plan:
         # the switched-off channels mattered, so the check above was not vacuous
         assert max_rel_diff(model(x), y_gated) > 1e-4
@@ -65,7 +65,7 @@ def test_residual_groups_are_coupled():
 
 def test_gates_after_batchnorm_and_activation():
     gated = tcp.wrap(zoo.plain_cnn())
-    for layer in zoo._leaf_layers(gated):
+    for layer in zoo.leaf_layers(gated):
         if isinstance(layer, ChannelGate):
             producer = layer._inbound_nodes[0].parent_nodes[0].operation
             assert not isinstance(producer, (keras.layers.Conv2D, keras.layers.BatchNormalization))

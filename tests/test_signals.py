@@ -14,10 +14,7 @@ from tfchannelprune.collect import SaliencyAccumulator, collect_saliency
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def data_for(model, n=16, seed=0):
-    x = zoo.sample_input(model, batch=n, seed=seed)
-    y = np.random.default_rng(seed).integers(0, model.outputs[0].shape[-1], n)
-    return x, y
+data_for = zoo.labelled_data
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +82,7 @@ def test_non_string_signal_is_a_type_error():
 
 # ---------------------------------------------------------------------- static bases
 def kernel(model, name):
-    return [layer for layer in zoo._leaf_layers(model) if layer.name == name][0].kernel.numpy()
+    return [layer for layer in zoo.leaf_layers(model) if layer.name == name][0].kernel.numpy()
 
 
 def test_weight_presets_equal_numpy_and_sum_coupled_producers():
@@ -117,7 +114,7 @@ def test_bn_scale_and_missing_groups_warn(plain):
     gated, _ = plain
     with pytest.warns(UserWarning, match="no value for groups"):
         scores = collect_saliency(gated, None, None, signal="bn_scale")
-    bns = [layer for layer in zoo._leaf_layers(gated) if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    bns = [layer for layer in zoo.leaf_layers(gated) if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
     assert len(scores) == len(bns) == 2  # the hidden Dense group has no BatchNorm
     for values, bn in zip(scores.values(), bns, strict=True):
         np.testing.assert_allclose(values, np.abs(bn.gamma.numpy()), rtol=1e-6)

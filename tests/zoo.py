@@ -7,6 +7,8 @@ import numpy as np
 from keras import layers as L
 from keras import ops
 
+from tfchannelprune.gates import leaf_layers
+
 
 def conv_bn_relu(x, filters, kernel=3, strides=1):
     x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
@@ -249,7 +251,7 @@ ZOO = {
 def randomize(model, seed=0):
     """Non-trivial weights, biases and BatchNorm statistics, so no channel is a no-op."""
     rng = np.random.default_rng(seed)
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         if isinstance(layer, L.BatchNormalization):
             values = {
                 "gamma": rng.uniform(0.5, 1.5, layer.gamma.shape) if layer.scale else None,
@@ -270,12 +272,19 @@ def randomize(model, seed=0):
     return model
 
 
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+def labelled_data(model, n=16, seed=0):
+    """Random inputs for ``model`` and integer labels over its output units."""
+    x = sample_input(model, batch=n, seed=seed)
+    y = np.random.default_rng(seed).integers(0, model.outputs[0].shape[-1], n)
+    return x, y
+
+
+def tiny_digits(n=96, seed=0):
+    """(n, 8, 8, 1) inputs whose mean encodes one of 3 labels: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 8, 8, 1)).astype("float32") + y[:, None, None, None]
+    return x, y
 
 
 def sample_input(model, batch=3, seed=1):

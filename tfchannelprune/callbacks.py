@@ -270,7 +270,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self.latency_ms = self.measure_latency()
         if self.latency_ms <= self.target_latency:
             return None
-        full = {**{g.name: np.ones(g.size, bool) for g in self.graph.prunable_groups}, **masks}
+        full = self._all_masks(masks)
         now = macs_for(self.graph, full) / max(self.original_macs, 1)
         # latency is close to linear in MACs at kernel-friendly widths; never stand still
         return min(now * self.target_latency / self.latency_ms, 0.98 * now)
@@ -291,6 +291,10 @@ class ChannelPruning(keras.callbacks.Callback):
             cap = extra if cap is None else min(cap, extra)
         return kwargs, cap
 
+    def _all_masks(self, masks) -> dict:
+        """Keep masks of every prunable group, ``masks`` on top of all-kept."""
+        return {**{g.name: np.ones(g.size, bool) for g in self.graph.prunable_groups}, **masks}
+
     def _channels_kept(self, masks) -> int:
         return sum(
             int(masks[n].sum()) if n in masks else self.graph.group(n).size
@@ -300,7 +304,7 @@ class ChannelPruning(keras.callbacks.Callback):
     def _target_reached(self, masks) -> bool:
         if self.target_latency is not None:
             return self.done  # decided by a measurement at the next event
-        full = {**{g.name: np.ones(g.size, bool) for g in self.graph.prunable_groups}, **masks}
+        full = self._all_masks(masks)
         ok = True
         if self.target_macs is not None:
             ok &= macs_for(self.graph, full) <= self.target_macs * self.original_macs
@@ -312,7 +316,7 @@ class ChannelPruning(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ reporting
     def _record(self, event, epoch, masks, before, logs) -> dict:
-        full = {**{g.name: np.ones(g.size, bool) for g in self.graph.prunable_groups}, **masks}
+        full = self._all_masks(masks)
         macs, params = macs_for(self.graph, full), params_for(self.graph, full)
         kept = self._channels_kept(masks)
         record = {
@@ -348,7 +352,7 @@ class ChannelPruning(keras.callbacks.Callback):
         if logs is None or not hasattr(self, "graph"):
             return
         masks = gate_masks(self.graph)
-        full = {**{g.name: np.ones(g.size, bool) for g in self.graph.prunable_groups}, **masks}
+        full = self._all_masks(masks)
         logs["macs"] = float(macs_for(self.graph, full))
         logs["params"] = float(params_for(self.graph, full))
         logs["channels_removed"] = float(self.original_channels - self._channels_kept(masks))

@@ -13,7 +13,7 @@ import numpy as np
 from tfchannelprune import rules
 from tfchannelprune.gates import ChannelGate
 from tfchannelprune.graph import ChannelGraph
-from tfchannelprune.surgery import keep_masks, node_keeps
+from tfchannelprune.surgery import keep_masks, node_cut, node_keeps
 
 
 def _graph_and_masks(model, plan=None):
@@ -64,11 +64,7 @@ def params_for(graph, masks, per_layer: bool = False):
         if id(layer) in seen or isinstance(layer, ChannelGate) or not hasattr(layer, "weights"):
             continue
         seen.add(id(layer))
-        in_keep, out_keep = node_keeps(graph, fn, masks)
-        full = len(in_keep) == len(graph.layout_of(fn.inputs[0])) and len(out_keep) == len(
-            graph.layout_of(fn.outputs[0])
-        )
-        cut = None if full else rule.cut(layer, fn, in_keep, out_keep)
+        cut = node_cut(graph, fn, rule, masks)[2]
         if cut is not None and cut[1] is not None:
             result[fn.path] = int(sum(np.size(w) for w in cut[1].values()))
         else:

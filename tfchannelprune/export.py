@@ -316,25 +316,10 @@ def _check_builtin_ops(ops: Sequence[str]) -> None:
 
 
 def _compact_if_gated(model: keras.Model) -> keras.Model:
-    if not _has_gates(model):
-        return model
-    try:
-        from tfchannelprune.surgery import compact
-    except ImportError as error:
-        raise ValueError(
-            "The model has ChannelGate layers but tfchannelprune.surgery.compact is not "
-            f"available to remove them; compact the model first. Received: model={model.name}"
-        ) from error
-    return compact(model)
+    from tfchannelprune.gates import is_wrapped
+    from tfchannelprune.surgery import compact
 
-
-def _has_gates(layer) -> bool:
-    if type(layer).__name__ == "ChannelGate":
-        return True
-    children = list(getattr(layer, "layers", []))
-    if getattr(layer, "layer", None) is not None:
-        children.append(layer.layer)
-    return any(_has_gates(child) for child in children)
+    return compact(model) if is_wrapped(model) else model
 
 
 def _input_specs(model: keras.Model) -> list:

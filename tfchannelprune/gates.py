@@ -88,13 +88,14 @@ def _graph(model):
 
 
 def is_wrapped(model) -> bool:
-    return any(isinstance(layer, ChannelGate) for layer in _all_layers(model))
+    return any(isinstance(layer, ChannelGate) for layer in leaf_layers(model))
 
 
-def _all_layers(model):
+def leaf_layers(model):
+    """Every layer of ``model``, nested models opened."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from leaf_layers(layer)
         else:
             yield layer
 
@@ -128,7 +129,7 @@ def wrap(model) -> keras.Model:
         )
     graph = _graph(model)
     points = {p.tensor: p for p in graph.gate_points}
-    used = {layer.name for layer in _all_layers(model)}
+    used = {layer.name for layer in leaf_layers(model)}
 
     def after_fn(path, tensor, y):
         point = points.get(tensor)

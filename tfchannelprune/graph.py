@@ -129,23 +129,17 @@ class ChannelGraph:
 
     # ----------------------------------------------------------------- rule context
     def new_group(self, fn, index: int, blocked: str | None = None) -> Layout:
-        shape = fn.output_shapes[index]
-        size = int(shape[-1]) if len(shape) and shape[-1] is not None else 0
-        gid = len(self._parent)
-        self._parent.append(gid)
-        self._size.append(size)
-        self._name.append(fn.path if len(fn.outputs) == 1 else f"{fn.path}:{index}")
-        if blocked:
-            self._blocked[gid] = blocked
-        return Layout(np.full(size, gid, dtype=np.int64), np.arange(size, dtype=np.int64))
+        name = fn.path if len(fn.outputs) == 1 else f"{fn.path}:{index}"
+        return self._add_group(name, fn.output_shapes[index], blocked)
 
-    def _input_group(self, name: str, shape: tuple) -> Layout:
+    def _add_group(self, name: str, shape: tuple, blocked: str | None) -> Layout:
         size = int(shape[-1]) if len(shape) and shape[-1] is not None else 0
         gid = len(self._parent)
         self._parent.append(gid)
         self._size.append(size)
         self._name.append(name)
-        self._blocked[gid] = "model input"
+        if blocked:
+            self._blocked[gid] = blocked
         return Layout(np.full(size, gid, dtype=np.int64), np.arange(size, dtype=np.int64))
 
     def layout(self, tensor: int) -> Layout:
@@ -209,7 +203,7 @@ class ChannelGraph:
     def _propagate(self) -> None:
         flat = self.flat
         for tensor, name in zip(flat.inputs, flat.input_names):
-            self.set(tensor, self._input_group(name, flat.shapes[tensor]))
+            self.set(tensor, self._add_group(name, flat.shapes[tensor], "model input"))
         for fn in flat.nodes:
             rule = rules.get(fn.op)
             reason = self._why_barrier(fn, rule)
@@ -256,17 +250,10 @@ class ChannelGraph:
                 if not out_dirty or not self._has_prunable(t):
                     continue
                 consumers = self.flat.consumers.get(t, [])
-                if any(self.rules_for(i).mixes for i in consumers):
+                if any(self.rules[i].mixes for i in consumers):
                     points.append(GatePoint(fn.path, t, len(self._layouts[t])))
                     dirty[t] = False
         return points
-
-    def rules_for(self, index: int) -> rules.Rule:
-        if index < len(self.rules):
-            return self.rules[index]
-        fn = self.flat.nodes[index]
-        rule = rules.get(fn.op)
-        return rules.Rule() if self._why_barrier(fn, rule) else rule
 
     def _block_ungated(self) -> None:
         covered = set()

@@ -317,9 +317,6 @@ class TransposeRule(ProducerRule):
 
 
 class SeparableRule(ProducerRule):
-    def check(self, fn):
-        return super().check(fn)
-
     def cut(self, layer, fn, in_keep, out_keep):
         weights = _keras.weights_by_name(layer)
         config = layer.get_config()

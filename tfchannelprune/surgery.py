@@ -27,6 +27,16 @@ def node_keeps(graph: ChannelGraph, fn, masks) -> tuple[np.ndarray, np.ndarray]:
     return in_keep, out_keep
 
 
+def node_cut(graph: ChannelGraph, fn, rule, masks):
+    """(kept input positions, kept output positions, cut) of a leaf call; ``cut`` is None when
+    the call keeps every channel (or its rule changes nothing), else (config, weights)."""
+    in_keep, out_keep = node_keeps(graph, fn, masks)
+    full = len(in_keep) == len(graph.layout_of(fn.inputs[0])) and len(out_keep) == len(
+        graph.layout_of(fn.outputs[0])
+    )
+    return in_keep, out_keep, None if full else rule.cut(fn.op, fn, in_keep, out_keep)
+
+
 def compact(
     model,
     plan: Mapping[str, Sequence[int]] | None = None,
@@ -66,12 +76,7 @@ def compact(
         if not isinstance(op, keras.layers.Layer):
             cache[id(op)] = _keras.clone_operation(op)
             return cache[id(op)]
-        fn, rule = by_path[path]
-        in_keep, out_keep = node_keeps(graph, fn, masks)
-        full = len(in_keep) == len(graph.layout_of(fn.inputs[0])) and len(out_keep) == len(
-            graph.layout_of(fn.outputs[0])
-        )
-        cut = None if full else rule.cut(op, fn, in_keep, out_keep)
+        _, out_keep, cut = node_cut(graph, *by_path[path], masks)
         config, weights = cut if cut is not None else (None, None)
         if bias_shift and path in bias_shift:
             config, weights = _shift_bias(op, config, weights, bias_shift[path], out_keep)

@@ -44,6 +44,81 @@ def test_kl_sim_hand_computed():
     assert metrics.sim(np.array([[2.0, 1], [1, 1]]), np.array([[1.0, 0], [0, 0]])) == 1.0
 
 
+def test_auc_judd_conventions_hand_computed():
+    # Fixations on 9, 1 and 1 again. MIT: positives {9, 1} (binary map), ROC (0,0) (0,1/2)
+    # (1,1) -> 0.75. pysaliency: positives (9, 1, 1), negatives the 7 unfixated pixels, ROC
+    # (0,0) (0,1/3) (1,1) -> (1/3 + 1) / 2 = 2/3.
+    fix = [[2, 2], [0, 0], [0, 0]]
+    assert metrics.auc_judd(S, fix, jitter=False, convention="mit") == pytest.approx(0.75)
+    assert metrics.auc_judd(S, fix, jitter=False, convention="pysaliency") == pytest.approx(2 / 3)
+    # No duplicate: both conventions give the same ROC, with jitter too (no ties to break).
+    for convention in ("mit", "pysaliency"):
+        assert metrics.auc_judd(S, [[2, 2], [0, 0]], convention=convention) == pytest.approx(
+            0.75, abs=1e-6
+        )
+    # pysaliency does not min-max normalise, so its jitter is absolute: on a map of 1e-9 scale,
+    # N(0, 1) * 1e-7 noise swamps the values (MIT's jitter is relative and changes nothing).
+    tiny = S * 1e-9
+    assert metrics.auc_judd(tiny, [[2, 2], [2, 1]], convention="mit") == pytest.approx(1.0)
+    assert metrics.auc_judd(tiny, [[2, 2], [2, 1]], convention="pysaliency") < 0.99
+
+
+def test_pixel_auc_conventions_hand_computed():
+    # Fixations on 5 and 9. "mit" leaves the fixated pixel out: (4/8 + 8/8) / 2. "pysaliency"
+    # keeps it as a tie among all 9 negatives: (4.5/9 + 8.5/9) / 2 = 13/18.
+    fix = [[1, 1], [2, 2]]
+    assert metrics.pixel_auc(S, fix, convention="mit") == pytest.approx(0.75)
+    assert metrics.pixel_auc(S, fix, convention="pysaliency") == pytest.approx(13 / 18)
+    # A pixel fixated twice counts twice in both: (8/8 + 8/8 + 4/8) / 3 and (8.5 + 8.5 + 4.5) / 27.
+    fix = [[2, 2], [2, 2], [1, 1]]
+    assert metrics.pixel_auc(S, fix) == pytest.approx(2.5 / 3)
+    assert metrics.pixel_auc(S, fix, convention="pysaliency") == pytest.approx(21.5 / 27)
+    flat = np.full((3, 3), 0.2)
+    for convention in ("mit", "pysaliency"):
+        assert metrics.pixel_auc(flat, fix, convention=convention) == 0.5
+
+
+def test_sim_conventions_hand_computed():
+    floor = np.array([[2.0, 1], [1, 1]])
+    gt = np.array([[1.0, 0], [0, 0]])
+    assert metrics.sim(floor, gt, convention="mit") == 1.0  # the floor of 1 is removed
+    assert metrics.sim(floor, gt, convention="pysaliency") == pytest.approx(0.4)  # min(2/5, 1)
+    # pysaliency shifts only maps with negative values: [-1, 1, 1, 3] -> [0, 2, 2, 4] / 8.
+    signed = np.array([[-1.0, 1], [1, 3]])
+    gt = np.array([[0.0, 0], [1, 1]])  # [0, 0, 1/2, 1/2]
+    assert metrics.sim(signed, gt, convention="pysaliency") == pytest.approx(0.25 + 0.5)
+    # MIT: min-max [0, 1/2, 1/2, 1] / 2 -> [0, 1/4, 1/4, 1/2]; min with gt: 1/4 + 1/2.
+    assert metrics.sim(signed, gt, convention="mit") == pytest.approx(0.75)
+    # No negative value, no shift: [3, 1, 1, 3] / 8 against [0, 0, 1/2, 1/2] -> 1/8 + 3/8.
+    assert metrics.sim(np.array([[3.0, 1], [1, 3]]), gt, "pysaliency") == pytest.approx(0.5)
+
+
+def test_evaluate_passes_the_convention_and_rejects_unknown_ones():
+    ds = data.make_dataset(3, size=(12, 12), fixations_per_image=30, seed=3)
+    logp = np.log(0.5 * ds.densities + 0.5 / 144)
+    mit = metrics.evaluate(logp, ds)
+    pys = metrics.evaluate(logp, ds, convention="pysaliency")
+    for key, fn in (
+        ("auc_judd", lambda p, f, i, c: metrics.auc_judd(p, f, seed=i, convention=c)),
+        ("pixel_auc", lambda p, f, i, c: metrics.pixel_auc(p, f, convention=c)),
+        ("sim", lambda p, f, i, c: metrics.sim(p, ds.densities[i], convention=c)),
+    ):
+        for scores, c in ((mit, "mit"), (pys, "pysaliency")):
+            expected = np.mean([fn(np.exp(logp[i]), ds.fixations_of(i), i, c) for i in range(3)])
+            assert scores[key] == pytest.approx(expected, abs=1e-12), (key, c)
+        assert mit[key] != pys[key], key  # 30 fixations on 144 pixels: duplicates, a floor
+    for key in ("log_likelihood", "shuffled_auc", "nss", "cc", "kl"):
+        assert mit[key] == pys[key], key
+    for fn in (
+        lambda: metrics.evaluate(logp, ds, convention="MIT"),
+        lambda: metrics.auc_judd(S, [[0, 0]], convention="judd"),
+        lambda: metrics.sim(S, S, convention=None),
+        lambda: metrics.pixel_auc(S, [[0, 0]], convention="tuebingen"),
+    ):
+        with pytest.raises(ValueError, match="convention"):
+            fn()
+
+
 def test_log_likelihood_and_information_gain_hand_computed():
     log_p = np.log(np.array([[0.5, 0.25], [0.25, 1e-9]]))
     assert metrics.log_likelihood(log_p, [[0, 0], [0, 1]]) == pytest.approx(-1.5)

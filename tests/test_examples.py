@@ -44,4 +44,5 @@ def test_gaze_example_quick(tmp_path):
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     assert (tmp_path / "predictions.png").exists()
     sidecars = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert "gaze_pruned.json" in sidecars, sidecars
+    assert {"gaze.json", "gaze_int8.json"} <= set(sidecars), sidecars
+    assert (tmp_path / "README.md").exists() and (tmp_path / "gaze.tflite").exists()

@@ -88,8 +88,11 @@ def test_float_tflite_is_a_normalised_log_density_with_a_sidecar(setup, pruned, 
         meta["input"]["scale"] == pytest.approx(1 / 255)
         and "pixel / 255" in (meta["input"]["normalization"])
     )
-    assert meta["output"]["shape"] == [1, *SIZE] and "natural log" in meta["output"]["log_base"]
-    assert "exp(value) = 1" in meta["output"]["meaning"]
+    assert meta["input_shape"] == [1, *SIZE, 3] and meta["pixel_scale"] == "0-1"
+    assert meta["output"] == "log_density" and meta["upsampling"]["output_size"] == list(SIZE)
+    details = meta["output_details"]
+    assert details["shape"] == [1, *SIZE] and "natural log" in details["log_base"]
+    assert "exp(value) = 1" in meta["output_details"]["meaning"]
     assert meta["centre_bias"]["in_model"] and meta["centre_bias"]["sigma"] == 0.05
     assert meta["model"]["macs"] == pruned.macs and meta["metrics"] == {"auc_judd": 0.8}
     assert meta["checks"]["max_abs_logsumexp"] < 1e-4
@@ -102,10 +105,10 @@ def test_int8_export_states_its_error(setup, pruned, tmp_path):
         representative_data=train.images, include_centre_bias_map=True,
     )  # fmt: skip
     meta = out.metadata
-    assert meta["input"]["dtype"] == "int8" and meta["output"]["dtype"] == "int8"
+    assert meta["input"]["dtype"] == "int8" and meta["output_details"]["dtype"] == "int8"
     q = meta["input"]["quantization"]
     assert q["scale"] == pytest.approx(1 / 255, rel=1e-4) and q["zero_point"] == -128
-    assert meta["output"]["quantization"]["lowest_value"] == pytest.approx(-15.9375)
+    assert meta["output_details"]["quantization"]["lowest_value"] == pytest.approx(-15.9375)
     checks = meta["checks"]
     assert checks["samples"] == 32 and 0 < checks["max_abs_error_vs_keras"] < 0.5
     assert 0 < checks["max_abs_logsumexp"] < 0.05  # int8 rounding, stated, not zero

@@ -5,6 +5,7 @@ Importing this package registers the gaze layers, losses and metrics for `.keras
 
 from tfchannelprune.gaze import (
     data,
+    deepgaze,
     export,
     folders,
     keras_metrics,
@@ -48,6 +49,7 @@ __all__ = [
     "build_student",
     "build_teacher",
     "data",
+    "deepgaze",
     "distil",
     "distillation_targets",
     "export",

@@ -181,6 +181,15 @@ def _metadata(model, report, lse_error, n_samples, centre_bias, metrics) -> dict
     return {
         "format": SIDECAR_FORMAT,
         "model_file": os.path.basename(report.path),
+        "input_shape": [1, h, w, 3],
+        "pixel_scale": "0-1",
+        "output": "log_density",
+        "upsampling": {
+            "output_size": [h, w],
+            "to_image": "resize p = exp(value) bilinearly from (H, W) to the image's size, then "
+            "divide by its sum (a density over the image's pixels); for display only the "
+            "shape matters",
+        },
         "model": {
             "name": model.name,
             "macs": int(count_macs(model)),
@@ -201,7 +210,7 @@ def _metadata(model, report, lse_error, n_samples, centre_bias, metrics) -> dict
             "offset": 0.0,
             "quantization": _quantization(inp, "input"),
         },
-        "output": {
+        "output_details": {
             "name": "output_0",
             "shape": [1, h, w],
             "axes": ["batch", "y (row, top to bottom)", "x (column, left to right)"],

@@ -125,7 +125,7 @@ def train_gaze(
 
 
 def distillation_targets(
-    teacher: keras.Model,
+    teacher: keras.Model | np.ndarray,
     dataset: gaze_data.GazeDataset,
     fixation_weight: float = 0.1,
     batch_size: int = 32,
@@ -133,11 +133,21 @@ def distillation_targets(
     """`fixation_weight * empirical fixation map + (1 - fixation_weight) * teacher density`.
 
     The empirical map is the fixation counts normalised per image (an image without fixations
-    takes the teacher density alone). Returns (N, H, W) float32 targets, each summing to 1.
+    takes the teacher density alone). `teacher` is a model run on `dataset.images`, or its
+    (N, H, W) log-densities already computed (e.g. a DeepGaze readout on stored features).
+    Returns (N, H, W) float32 targets, each summing to 1.
     """
     if not 0.0 <= fixation_weight <= 1.0:
         raise ValueError(f"`fixation_weight` must be in [0, 1]. Received: {fixation_weight}")
-    log_p = teacher.predict(dataset.images, batch_size=batch_size, verbose=0)
+    if isinstance(teacher, np.ndarray):
+        log_p = teacher
+        if log_p.shape != (dataset.n_images, *dataset.size):
+            raise ValueError(
+                f"Teacher log-densities must have shape {(dataset.n_images, *dataset.size)}. "
+                f"Received: shape={log_p.shape}"
+            )
+    else:
+        log_p = teacher.predict(dataset.images, batch_size=batch_size, verbose=0)
     teacher_density = np.exp(log_p.astype(np.float64))
     teacher_density /= teacher_density.sum(axis=(1, 2), keepdims=True)
     counts = dataset.fixation_maps(dtype=np.float64)

@@ -28,8 +28,8 @@ import platform
 import tempfile
 
 from tfchannelprune import gaze
+from tfchannelprune.deploy.latency import benchmark_tflite
 from tfchannelprune.gaze.experiment import ExperimentConfig, cheapest_within, run_experiment
-from tfchannelprune.latency import benchmark_tflite
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TOLERANCE = 0.005  # 0.5 AUC points

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from tfchannelprune import count_macs, gaze  # noqa: E402
+from tfchannelprune import count_macs, gaze
 from tfchannelprune.gaze.experiment import (  # noqa: E402
     ExperimentConfig,
     cheapest_within,

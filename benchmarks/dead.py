@@ -27,13 +27,13 @@ import numpy as np  # noqa: E402
 from keras import layers as L  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
-from tfchannelprune import select  # noqa: E402
-from tfchannelprune.collect import collect_saliency  # noqa: E402
-from tfchannelprune.data import load_mnist_subset  # noqa: E402
-from tfchannelprune.dead import find_dead_channels, remove_dead_channels  # noqa: E402
-from tfchannelprune.dead_monitor import DeadChannelMonitor  # noqa: E402
-from tfchannelprune.gate_stats import gate_input_means  # noqa: E402
-from tfchannelprune.mean_replacement import mean_replacement_shift  # noqa: E402
+from tfchannelprune.datasets.digits import load_mnist_subset  # noqa: E402
+from tfchannelprune.dead.detect import find_dead_channels, remove_dead_channels  # noqa: E402
+from tfchannelprune.dead.gate_inputs import gate_input_means  # noqa: E402
+from tfchannelprune.dead.mean_replacement import mean_replacement_shift  # noqa: E402
+from tfchannelprune.dead.monitor import DeadChannelMonitor  # noqa: E402
+from tfchannelprune.prune import select
+from tfchannelprune.saliency.collect import collect_saliency  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 MAC_LEVELS = (0.9, 0.75, 0.6, 0.5, 0.4)

@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
-from tfchannelprune.data import load_mnist_subset  # noqa: E402
-from tfchannelprune.dynamic import DynamicChannelExecution  # noqa: E402
-from tfchannelprune.models import compile_classifier, resnet_cnn, small_cnn  # noqa: E402
+from tfchannelprune.datasets.digits import load_mnist_subset  # noqa: E402
+from tfchannelprune.datasets.models import compile_classifier, resnet_cnn, small_cnn  # noqa: E402
+from tfchannelprune.dynamic.callback import DynamicChannelExecution  # noqa: E402
 
 MODELS = {"small_cnn": small_cnn, "resnet_cnn": resnet_cnn}
 RESULTS = os.path.join(os.path.dirname(__file__), "results")

@@ -29,6 +29,7 @@ import platform
 import tempfile
 
 from tfchannelprune import gaze
+from tfchannelprune.deploy.latency import benchmark_tflite
 from tfchannelprune.gaze.experiment import (
     TEACHER_BACKBONE,
     ExperimentConfig,
@@ -36,7 +37,6 @@ from tfchannelprune.gaze.experiment import (
     run_experiment,
 )
 from tfchannelprune.gaze.ship import ship_experiment
-from tfchannelprune.latency import benchmark_tflite
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TOLERANCE = 0.01  # the "equal AUC": no more than 0.01 AUC-Judd below the teacher

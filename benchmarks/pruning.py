@@ -22,8 +22,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
-from tfchannelprune.data import load_mnist_subset  # noqa: E402
-from tfchannelprune.models import compile_classifier, small_cnn  # noqa: E402
+from tfchannelprune.datasets.digits import load_mnist_subset  # noqa: E402
+from tfchannelprune.datasets.models import compile_classifier, small_cnn  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -33,9 +33,13 @@ import tensorflow as tf
 from scipy.stats import spearmanr
 
 import tfchannelprune as tcp
-from tfchannelprune import signals
-from tfchannelprune.collect import SaliencyAccumulator, collect_saliency, oracle_loss_change
-from tfchannelprune.data import load_mnist_subset
+from tfchannelprune.datasets.digits import load_mnist_subset
+from tfchannelprune.saliency import signals
+from tfchannelprune.saliency.collect import (
+    SaliencyAccumulator,
+    collect_saliency,
+    oracle_loss_change,
+)
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 CALIBRATION = 1000

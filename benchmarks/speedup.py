@@ -28,8 +28,13 @@ import time
 import keras
 import numpy as np
 
-from tfchannelprune.export import export_tflite
-from tfchannelprune.latency import benchmark_tflite, latency_table, preferred_width, round_width
+from tfchannelprune.deploy.export import export_tflite
+from tfchannelprune.deploy.latency import (
+    benchmark_tflite,
+    latency_table,
+    preferred_width,
+    round_width,
+)
 
 TARGETS = (1.0, 1 / 2, 1 / 4, 1 / 8)
 TABLE = latency_table()  # the shipped conv width table
@@ -127,21 +132,8 @@ def scale_widths(model: keras.Model, multiplier: float, dtype: str | None) -> ke
     return keras.Model.from_config(config)
 
 
-def compact_available() -> bool:
-    try:
-        from tfchannelprune import ChannelGraph, compact, count_macs  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def cutter(model: keras.Model, dtype: str | None):
-    """(multiplier -> MACs, multiplier -> cut model): `compact` with a plan when available."""
-    if not compact_available():
-        return (
-            lambda m: count_macs(scale_widths(model, m, dtype)),
-            lambda m: scale_widths(model, m, dtype),
-        )
+    """(multiplier -> MACs, multiplier -> cut model): ``compact`` with a plan."""
     import tfchannelprune
 
     graph = tfchannelprune.ChannelGraph(model)
@@ -218,7 +210,7 @@ def run(builders, dtypes, runs, repeats) -> list[dict]:
     median: other processes on a shared machine slow all variants alike instead of one.
     """
     rows = []
-    method = "compact(model, plan)" if compact_available() else "width multiplier"
+    method = "compact(model, plan)"
     with tempfile.TemporaryDirectory() as directory:
         for build in builders:
             model, start = build(), len(rows)

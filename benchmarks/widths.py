@@ -23,8 +23,8 @@ import time
 import keras
 import numpy as np
 
-from tfchannelprune.export import convert, write_atomic
-from tfchannelprune.latency import width_costs
+from tfchannelprune.deploy.export import convert, write_atomic
+from tfchannelprune.deploy.latency import width_costs
 
 KERNELS = (3, 1)
 SPATIAL = (32, 16)

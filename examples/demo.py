@@ -22,9 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
-from tfchannelprune.export import export_tflite  # noqa: E402
-from tfchannelprune.latency import benchmark_tflite  # noqa: E402
-from tfchannelprune.models import compile_classifier, resnet_cnn, small_cnn  # noqa: E402
+from tfchannelprune.datasets.models import compile_classifier, resnet_cnn, small_cnn  # noqa: E402
+from tfchannelprune.deploy.export import export_tflite  # noqa: E402
+from tfchannelprune.deploy.latency import benchmark_tflite  # noqa: E402
 
 compile_model = compile_classifier
 
@@ -78,11 +78,11 @@ def run(build, signal, data, args, curve):
 
 def load_data(args):
     if args.dataset == "mnist_subset":
-        from tfchannelprune.data import load_mnist_subset
+        from tfchannelprune.datasets.digits import load_mnist_subset
 
         x_train, y_train, x_test, y_test = load_mnist_subset(seed=args.seed)
         return (x_train, y_train), (x_test, y_test)
-    from tfchannelprune.data import load_tfds
+    from tfchannelprune.datasets.digits import load_tfds
 
     return load_tfds(args.dataset, image_size=args.image_size, max_examples=args.max_examples)
 

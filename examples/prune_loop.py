@@ -13,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
-from tfchannelprune.data import load_mnist_subset  # noqa: E402
-from tfchannelprune.models import compile_classifier, resnet_cnn  # noqa: E402
+from tfchannelprune.datasets.digits import load_mnist_subset  # noqa: E402
+from tfchannelprune.datasets.models import compile_classifier, resnet_cnn  # noqa: E402
 
 
 def main(argv=None):

@@ -13,7 +13,7 @@ import zoo
 from keras import layers as L
 
 import tfchannelprune as tcp
-from tfchannelprune.cost import count_macs
+from tfchannelprune.core.cost import count_macs
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -137,7 +137,7 @@ def test_prune_rounds_shrink_model():
     assert result.history[0]["macs_fraction"] > result.history[1]["macs_fraction"]
     assert count_macs(result.model) <= 0.4 * count_macs(model)
     assert "loss" in result.history[-1]
-    assert not tcp.gates.is_wrapped(result.model)
+    assert not tcp.core.gate.is_wrapped(result.model)
 
 
 def test_mirrored_strategy_two_cpus():

@@ -12,7 +12,11 @@ import tensorflow as tf
 import zoo
 
 import tfchannelprune as tcp
-from tfchannelprune.collect import SaliencyAccumulator, collect_saliency, oracle_loss_change
+from tfchannelprune.saliency.collect import (
+    SaliencyAccumulator,
+    collect_saliency,
+    oracle_loss_change,
+)
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -232,7 +236,7 @@ MIRRORED = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import zoo
     import tfchannelprune as tcp
-    from tfchannelprune.collect import SaliencyAccumulator, collect_saliency
+    from tfchannelprune.saliency.collect import SaliencyAccumulator, collect_saliency
 
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     names = ["taylor", "fisher", "abs_mrs", "activation|max_nhw|l2_group",
@@ -280,7 +284,7 @@ def test_mirrored_strategy_two_devices_equals_one():
 
 
 def test_load_mnist_subset():
-    from tfchannelprune.data import load_mnist_subset
+    from tfchannelprune.datasets.digits import load_mnist_subset
 
     x_train, y_train, x_test, y_test = load_mnist_subset(seed=0)
     assert x_train.shape == (4000, 28, 28, 1) and x_test.shape == (1000, 28, 28, 1)

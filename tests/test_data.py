@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from tfchannelprune.data import load_mnist_subset, load_tfds
+from tfchannelprune.datasets.digits import load_mnist_subset, load_tfds
 
 tfds = pytest.importorskip("tensorflow_datasets")
 

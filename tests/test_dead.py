@@ -10,12 +10,13 @@ import zoo
 from keras import layers as L
 
 import tfchannelprune as tcp
-from tfchannelprune import signals
-from tfchannelprune.dead import DeadReport, find_dead_channels, register, remove_dead_channels
-from tfchannelprune.dead_monitor import DeadChannelMonitor
-from tfchannelprune.gate_stats import GateStatistics, gate_input_means
-from tfchannelprune.gates import record_gate_inputs
-from tfchannelprune.mean_replacement import mean_replacement_shift
+from tfchannelprune.cli.dead import register
+from tfchannelprune.core.gate import record_gate_inputs
+from tfchannelprune.dead.detect import DeadReport, find_dead_channels, remove_dead_channels
+from tfchannelprune.dead.gate_inputs import GateStatistics, gate_input_means
+from tfchannelprune.dead.mean_replacement import mean_replacement_shift
+from tfchannelprune.dead.monitor import DeadChannelMonitor
+from tfchannelprune.saliency import signals
 
 
 def rel_diff(a, b):

@@ -8,9 +8,9 @@ import zoo
 from keras import layers as L
 
 import tfchannelprune as tcp
-from tfchannelprune.bandit import ChannelBandit
-from tfchannelprune.dynamic import DynamicChannelExecution
-from tfchannelprune.executor import ChannelExecutor
+from tfchannelprune.dynamic.callback import DynamicChannelExecution
+from tfchannelprune.dynamic.bandit import ChannelBandit
+from tfchannelprune.dynamic.executor import ChannelExecutor
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import sys
 import types
@@ -14,10 +13,10 @@ import pytest
 
 pytest.importorskip("ai_edge_litert")
 
-from tfchannelprune import export, latency  # noqa: E402
-from tfchannelprune.export import UnsupportedOpError, export_tflite  # noqa: E402
-from tfchannelprune.gates import ChannelGate  # noqa: E402
-from tfchannelprune.latency import (  # noqa: E402
+from tfchannelprune.core.gate import ChannelGate
+from tfchannelprune.deploy import export, latency
+from tfchannelprune.deploy.export import UnsupportedOpError, export_tflite
+from tfchannelprune.deploy.latency import (
     benchmark_tflite,
     compare,
     latency_table,
@@ -175,7 +174,7 @@ def test_gated_model_is_compacted_before_conversion(tiny_model, tmp_path, monkey
         return tiny_model
 
     monkeypatch.setitem(
-        sys.modules, "tfchannelprune.surgery", types.SimpleNamespace(compact=compact)
+        sys.modules, "tfchannelprune.core.surgery", types.SimpleNamespace(compact=compact)
     )
     report = export_tflite(gated, tmp_path / "m.tflite")
     assert calls == [gated] and report.parity_ok
@@ -250,8 +249,6 @@ def test_shipped_width_table_loads():
 def _cli_main(monkeypatch):
     from tfchannelprune import cli
 
-    if importlib.util.find_spec("tfchannelprune.report") is None:  # not written yet
-        monkeypatch.setattr(cli, "_COMMAND_MODULES", ("tfchannelprune.export",))
     return cli.main
 
 

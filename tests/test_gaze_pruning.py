@@ -8,8 +8,8 @@ import pytest
 
 import tfchannelprune as tcp
 from tfchannelprune import gaze
+from tfchannelprune.deploy.latency import run_tflite
 from tfchannelprune.gaze.export import log_density_normalisation_error
-from tfchannelprune.latency import run_tflite
 
 SIZE = (32, 32)
 PRUNE = {"steps_per_event": 2, "calibration_size": 16, "batch_size": 8}

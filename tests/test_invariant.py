@@ -6,7 +6,7 @@ import pytest
 import zoo
 
 import tfchannelprune as tcp
-from tfchannelprune.gates import ChannelGate
+from tfchannelprune.core.gate import ChannelGate
 
 
 def max_rel_diff(a, b):

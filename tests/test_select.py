@@ -5,8 +5,8 @@ import pytest
 import zoo
 
 import tfchannelprune as tcp
-from tfchannelprune import select
-from tfchannelprune.cost import macs_for
+from tfchannelprune.core.cost import macs_for
+from tfchannelprune.prune import select
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 import zoo
 
 import tfchannelprune as tcp
-from tfchannelprune import signals, taxonomy
-from tfchannelprune.collect import SaliencyAccumulator, collect_saliency
+from tfchannelprune.saliency import signals, taxonomy
+from tfchannelprune.saliency.collect import SaliencyAccumulator, collect_saliency
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

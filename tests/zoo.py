@@ -7,7 +7,7 @@ import numpy as np
 from keras import layers as L
 from keras import ops
 
-from tfchannelprune.gates import leaf_layers
+from tfchannelprune.core.gate import leaf_layers
 
 
 def conv_bn_relu(x, filters, kernel=3, strides=1):

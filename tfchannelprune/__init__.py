@@ -1,29 +1,28 @@
 """tfchannelprune: structured channel pruning for Keras 3 (TensorFlow backend)."""
 
-from tfchannelprune import signals
-from tfchannelprune.accumulator import SaliencyAccumulator
-from tfchannelprune.callbacks import ChannelPruning
-from tfchannelprune.collect import collect_saliency
-from tfchannelprune.cost import count_macs, count_params, marginal_macs
-from tfchannelprune.dead import DeadReport, find_dead_channels, remove_dead_channels
-from tfchannelprune.dead_monitor import DeadChannelMonitor
-from tfchannelprune.dynamic import DynamicChannelExecution
+from tfchannelprune.core.cost import count_macs, count_params, marginal_macs
+from tfchannelprune.core.gate import ChannelGate
+from tfchannelprune.core.graph import ChannelGraph, ChannelGroup
+from tfchannelprune.core.plans import get_kept_channels, set_kept_channels
+from tfchannelprune.core.rules import Rule, register_rule
+from tfchannelprune.core.summary import summary
+from tfchannelprune.core.surgery import compact
+from tfchannelprune.core.wrap import strip, wrap
+from tfchannelprune.dead.detect import DeadReport, find_dead_channels, remove_dead_channels
+from tfchannelprune.dead.gate_inputs import gate_input_means
+from tfchannelprune.dead.mean_replacement import mean_replacement_shift
+from tfchannelprune.dead.monitor import DeadChannelMonitor
+from tfchannelprune.deploy.export import export_tflite
+from tfchannelprune.deploy.latency import benchmark_tflite
+from tfchannelprune.dynamic.callback import DynamicChannelExecution
 from tfchannelprune.errors import UnsupportedLayerError, UnsupportedModelError
-from tfchannelprune.gate_stats import gate_input_means
-from tfchannelprune.gates import (
-    ChannelGate,
-    get_kept_channels,
-    set_kept_channels,
-    strip,
-    wrap,
-)
-from tfchannelprune.graph import ChannelGraph, ChannelGroup
-from tfchannelprune.iterative import PruneResult, prune
-from tfchannelprune.mean_replacement import mean_replacement_shift
-from tfchannelprune.report import summary
-from tfchannelprune.schedules import ConstantSchedule, PolynomialSchedule
-from tfchannelprune.select import SelectionConfig
-from tfchannelprune.surgery import compact
+from tfchannelprune.prune.callback import ChannelPruning
+from tfchannelprune.prune.loop import PruneResult, prune
+from tfchannelprune.prune.schedules import ConstantSchedule, PolynomialSchedule
+from tfchannelprune.prune.select import SelectionConfig
+from tfchannelprune.saliency import signals
+from tfchannelprune.saliency.accumulator import SaliencyAccumulator
+from tfchannelprune.saliency.collect import collect_saliency
 
 __version__ = "0.1.0"
 
@@ -38,20 +37,24 @@ __all__ = [
     "DynamicChannelExecution",
     "PolynomialSchedule",
     "PruneResult",
+    "Rule",
     "SaliencyAccumulator",
     "SelectionConfig",
     "UnsupportedLayerError",
     "UnsupportedModelError",
     "collect_saliency",
+    "benchmark_tflite",
     "compact",
     "count_macs",
     "count_params",
+    "export_tflite",
     "find_dead_channels",
     "gate_input_means",
     "get_kept_channels",
     "marginal_macs",
     "mean_replacement_shift",
     "prune",
+    "register_rule",
     "remove_dead_channels",
     "set_kept_channels",
     "signals",

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from tfchannelprune.cost import count_macs
+from tfchannelprune.core.cost import count_macs
 from tfchannelprune.gaze import data as gaze_data
 from tfchannelprune.gaze import deepgaze, metrics
 from tfchannelprune.gaze.model import build_student, build_teacher

@@ -1,6 +1,6 @@
 """LiteRT export of a gaze model with a JSON sidecar for a mobile app.
 
-`export_gaze` converts with `tfchannelprune.export.export_tflite` (parity checked against Keras),
+`export_gaze` converts with `tfchannelprune.export_tflite` (parity checked against Keras),
 checks that the LiteRT output is still a log-density (`logsumexp` over pixels = 0: the spatial
 log-softmax is inside the file, as one `LOG_SOFTMAX` kernel) and writes `<file>.json` beside the
 `.tflite` file saying how to feed it and read it: input size and pixel scaling, int8
@@ -19,11 +19,11 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from tfchannelprune.cost import count_macs, count_params
-from tfchannelprune.export import export_tflite, write_atomic
+from tfchannelprune.core.cost import count_macs, count_params
+from tfchannelprune.deploy.export import export_tflite, write_atomic
+from tfchannelprune.deploy.latency import run_tflite
 from tfchannelprune.gaze.layers import BlurredUpsampling, GaussianKernel
 from tfchannelprune.gaze.model import centre_bias_layer
-from tfchannelprune.latency import run_tflite
 
 __all__ = ["GazeExport", "export_gaze", "log_density_normalisation_error", "sidecar_path"]
 

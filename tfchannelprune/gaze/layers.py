@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfchannelprune import rules
+from tfchannelprune.core import rules
 
 __all__ = [
     "BlurredUpsampling",

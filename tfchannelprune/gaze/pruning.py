@@ -29,12 +29,12 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from tfchannelprune.callbacks import ChannelPruning
-from tfchannelprune.cost import count_macs
-from tfchannelprune.gates import wrap
+from tfchannelprune.core.cost import count_macs
+from tfchannelprune.core.surgery import compact
+from tfchannelprune.core.wrap import wrap
 from tfchannelprune.gaze import data as gaze_data
 from tfchannelprune.gaze.train import FixationNLL, distillation_targets
-from tfchannelprune.surgery import compact
+from tfchannelprune.prune.callback import ChannelPruning
 
 __all__ = ["PrunedStudent", "fine_tune", "fisher_prune", "prune_student", "pruning_path"]
 

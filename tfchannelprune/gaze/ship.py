@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from tfchannelprune.export import write_atomic
+from tfchannelprune.deploy.export import write_atomic
 from tfchannelprune.gaze.export import GazeExport, export_gaze
 
 __all__ = ["MAX_SHIPPED_BYTES", "ship_experiment", "ship_gaze"]

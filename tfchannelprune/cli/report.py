@@ -1,0 +1,33 @@
+"""``tfchannelprune report``: channel groups, widths, MACs and params of a saved model."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+
+from tfchannelprune.core import gate  # noqa: F401  (registers ChannelGate for loading)
+from tfchannelprune.core.summary import summary
+from tfchannelprune.dead.detect import find_dead_channels
+
+
+def _report_command(args) -> int:
+    model = keras.saving.load_model(args.model, safe_mode=True, compile=False)
+    result = summary(model, print_fn=(lambda s: None) if args.json else print)
+    if args.data:  # the dead channels too, with the MACs their removal saves for free
+        dead = find_dead_channels(model, np.load(args.data))
+        result["dead"] = dead.to_dict()
+        if not args.json:
+            print("\n" + dead.text())
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("report", help="print channel groups, widths, MACs and params")
+    p.add_argument("model", help="a .keras model file (loaded with safe_mode=True)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--data", help="a .npy file of model inputs: also report dead channels")
+    p.set_defaults(func=_report_command)

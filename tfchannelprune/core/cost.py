@@ -1,0 +1,119 @@
+"""MACs and parameters, per layer and in total, at the model's current widths.
+
+MACs count the multiply-accumulates of convolutions (all kinds) and Dense layers: one
+multiply-add = 1 MAC, FLOPs = 2 x MACs. BatchNorm, activations and pooling are not counted
+(BN folds into the conv at export; the rest is memory-bound). On a wrapped model, switched-off
+channels do not count: the numbers are those of the model ``compact`` would return.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfchannelprune.core import rules
+from tfchannelprune.core.gate import ChannelGate
+from tfchannelprune.core.graph import ChannelGraph
+from tfchannelprune.core.plans import keep_masks
+from tfchannelprune.core.surgery import node_cut, node_keeps
+
+
+def _graph_and_masks(model, plan=None):
+    graph = model if isinstance(model, ChannelGraph) else ChannelGraph(model)
+    return graph, keep_masks(graph, plan)
+
+
+def _widths(graph, fn, masks) -> tuple[int, int]:
+    in_keep, out_keep = node_keeps(graph, fn, masks)
+    return len(in_keep), len(out_keep)
+
+
+def count_macs(model, per_layer: bool = False, plan=None):
+    """Total MACs of ``model`` (or ``{layer path: MACs}`` with ``per_layer=True``).
+
+    Args:
+        model: a Keras model (wrapped or not) or its ``ChannelGraph``.
+        per_layer: return a dict per leaf layer instead of the total.
+        plan: optional {group: kept indices} to cost a hypothetical pruning.
+    """
+    graph, masks = _graph_and_masks(model, plan)
+    return macs_for(graph, masks, per_layer)
+
+
+def macs_for(graph, masks, per_layer: bool = False):
+    """``count_macs`` with explicit {group: keep mask} (no gate reading)."""
+    result: dict[str, int] = {}
+    for fn in graph.flat.nodes:
+        # the layer type's own rule, also where the call is a barrier (a grouped conv ...)
+        rule = rules.get(fn.op)
+        in_w, out_w = _widths(graph, fn, masks)
+        result[fn.path] = result.get(fn.path, 0) + int(rule.macs(fn, in_w, out_w))
+    return result if per_layer else int(sum(result.values()))
+
+
+def count_params(model, per_layer: bool = False, plan=None):
+    """Total parameters (trainable and not, gates excluded), or ``{layer path: params}``."""
+    graph, masks = _graph_and_masks(model, plan)
+    return params_for(graph, masks, per_layer)
+
+
+def params_for(graph, masks, per_layer: bool = False):
+    """``count_params`` with explicit {group: keep mask}."""
+    result: dict[str, int] = {}
+    seen: set[int] = set()
+    for fn, rule in zip(graph.flat.nodes, graph.rules):
+        layer = fn.op
+        if id(layer) in seen or isinstance(layer, ChannelGate) or not hasattr(layer, "weights"):
+            continue
+        seen.add(id(layer))
+        cut = node_cut(graph, fn, rule, masks)[2]
+        if cut is not None and cut[1] is not None:
+            result[fn.path] = int(sum(np.size(w) for w in cut[1].values()))
+        else:
+            result[fn.path] = int(layer.count_params()) if layer.built else 0
+    return result if per_layer else int(sum(result.values()))
+
+
+def marginal_macs(model, plan=None) -> dict[str, float]:
+    """MACs saved by removing one more channel of each prunable group, at current widths.
+
+    Cost-aware selection (Molchanov's lambda x cost, Theis's beta x delta-cost) needs it after
+    every removal, because a channel's cost depends on the current widths of its neighbours.
+
+    Returns:
+        {group name: MACs removed with one channel of that group}.
+    """
+    graph, masks = _graph_and_masks(model, plan)
+    return marginal_for(graph, masks)
+
+
+def marginal_for(graph, masks) -> dict[str, float]:
+    """``marginal_macs`` with explicit {group: keep mask}."""
+    names = {g.name for g in graph.prunable_groups}
+    kept_count = {
+        g.name: int(masks[g.name].sum()) if g.name in masks else g.size
+        for g in graph.prunable_groups
+    }
+    saved = dict.fromkeys(names, 0.0)
+    for fn, rule in zip(graph.flat.nodes, graph.rules):
+        in_w, out_w = _widths(graph, fn, masks)
+        base = rule.macs(fn, in_w, out_w)
+        if base == 0:
+            continue
+        m_in = _multiplicity(graph, fn.inputs[0], masks, names, kept_count)
+        m_out = _multiplicity(graph, fn.outputs[0], masks, names, kept_count)
+        for name in set(m_in) | set(m_out):
+            smaller = rule.macs(fn, in_w - m_in.get(name, 0), out_w - m_out.get(name, 0))
+            saved[name] += base - smaller
+    return saved
+
+
+def _multiplicity(graph, tensor, masks, names, kept_count) -> dict[str, int]:
+    """Positions that one kept channel of each group occupies on this tensor's channel axis."""
+    layout = graph.layout_of(tensor)
+    kept = graph.positions_kept(layout, masks)
+    counts: dict[str, int] = {}
+    for g, n in zip(*np.unique(layout.gid[kept], return_counts=True)):
+        name = graph._name[graph._find(int(g))]
+        if name in names and kept_count[name] > 0:
+            counts[name] = counts.get(name, 0) + int(n)
+    return {k: round(v / kept_count[k]) for k, v in counts.items()}

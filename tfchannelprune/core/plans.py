@@ -1,0 +1,135 @@
+"""Plans: {group name: kept channel indices}, checked against a graph, read from and written
+to the gates of a wrapped model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tfchannelprune.core.gate import gate_layers
+from tfchannelprune.core.graph import ChannelGraph
+from tfchannelprune.errors import UnsupportedLayerError
+
+
+def as_graph(model) -> ChannelGraph:
+    """``model``'s ChannelGraph (``model`` may already be one)."""
+    return model if isinstance(model, ChannelGraph) else ChannelGraph(model)
+
+
+def keep_masks(graph: ChannelGraph, plan: Mapping[str, Sequence[int]] | None):
+    """Masks from the model's gates, overridden group by group by ``plan``."""
+    masks = gate_masks(graph) if graph.gate_paths else {}
+    if plan is not None:
+        masks.update(validate_plan(graph, plan))
+    return masks
+
+
+def validate_plan(graph, plan: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+    """Check a plan {group name: kept channel indices}; return {name: boolean keep mask}."""
+    if not isinstance(plan, Mapping):
+        raise TypeError(
+            "A plan maps group names to the channel indices to keep. "
+            f"Received: plan of type {type(plan).__name__}"
+        )
+    masks = {}
+    for name, indices in plan.items():
+        group = graph.group(name)
+        idx = np.asarray(list(indices), dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            raise ValueError(
+                f"Keeping no channel of group {name!r} would empty layers "
+                f"{', '.join(group.producers or group.channelwise) or name}; keep at least one. "
+                f"Received: indices=[]"
+            )
+        if idx.min() < 0 or idx.max() >= group.size:
+            raise ValueError(
+                f"Channel indices of group {name!r} must be in [0, {group.size}). "
+                f"Received: indices with min={idx.min()}, max={idx.max()}"
+            )
+        if len(np.unique(idx)) != idx.size:
+            raise ValueError(
+                f"Channel indices of group {name!r} contain duplicates. "
+                f"Received: indices={idx.tolist()}"
+            )
+        if not group.prunable and idx.size != group.size:
+            raise UnsupportedLayerError(
+                f"Group {name!r} cannot lose channels: {group.reason}. Received: "
+                f"{group.size - idx.size} channels to remove"
+            )
+        mask = np.zeros(group.size, dtype=bool)
+        mask[idx] = True
+        masks[name] = mask
+    return masks
+
+
+def gate_masks(graph) -> dict[str, np.ndarray]:
+    """{group name: boolean keep mask} read from the gates of a wrapped model.
+
+    Raises:
+        ValueError: when a gate holds a value other than 0 or 1, or when the gates of one
+        channel disagree (no compact model would then equal the gated one).
+    """
+    gates = gate_layers(graph.model)
+    masks: dict[str, np.ndarray] = {}
+    seen: dict[str, np.ndarray] = {}
+    for path in graph.gate_paths:
+        values = np.asarray(gates[path].gate.numpy())
+        if not np.all((values == 0) | (values == 1)):
+            raise ValueError(
+                f"Gate {path!r} holds values other than 0 and 1; only 0/1 gates describe a "
+                f"smaller model. Received: values={np.unique(values)[:6].tolist()}"
+            )
+        for (name, ch), v in zip(graph.gate_layout(path), values):
+            group = graph.group(name)
+            masks.setdefault(name, np.ones(group.size, dtype=bool))
+            seen.setdefault(name, np.full(group.size, -1, dtype=np.int8))
+            if seen[name][ch] not in (-1, int(v)):
+                raise ValueError(
+                    f"The gates of channel {ch} of group {name!r} disagree (one is 0, another "
+                    "1). Use set_kept_channels() to switch channels."
+                )
+            seen[name][ch] = int(v)
+            masks[name][ch] = bool(v)
+    return masks
+
+
+def get_kept_channels(model) -> dict[str, list[int]]:
+    """{group name: kept channel indices} for every prunable group of a wrapped model."""
+    graph = as_graph(model)
+    masks = gate_masks(graph)
+    return {
+        g.name: np.flatnonzero(masks.get(g.name, np.ones(g.size, bool))).tolist()
+        for g in graph.prunable_groups
+    }
+
+
+def set_kept_channels(model, plan: Mapping[str, Sequence[int]], graph=None) -> None:
+    """Switch channels on (kept) and off in a wrapped model.
+
+    Args:
+        model: a model returned by ``wrap``.
+        plan: {group name: indices of the channels to keep}; groups not named are unchanged.
+        graph: the model's ``ChannelGraph``, if already built (saves the analysis).
+
+    Raises:
+        ValueError: unwrapped model, unknown group, out-of-range or duplicate indices, or a plan
+        that would empty a group. Nothing is changed when it raises.
+    """
+    graph = graph if graph is not None else as_graph(model)
+    if not graph.gate_paths:
+        raise ValueError(
+            f"Model {model.name!r} has no ChannelGate layers; call tfchannelprune.wrap(model) "
+            "first and prune the model it returns."
+        )
+    masks = validate_plan(graph, plan)
+    gates = gate_layers(graph.model)
+    updates = []
+    for path in graph.gate_paths:
+        values = np.array(gates[path].gate.numpy())
+        for p, (name, ch) in enumerate(graph.gate_layout(path)):
+            if name in masks:
+                values[p] = float(masks[name][ch])
+        updates.append((gates[path], values))
+    for layer, values in updates:
+        layer.gate.assign(values)

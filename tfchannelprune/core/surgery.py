@@ -1,0 +1,101 @@
+"""``compact()``: rebuild a smaller functional model with switched-off channels removed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+
+from tfchannelprune import _keras
+from tfchannelprune.core.gate import ChannelGate
+from tfchannelprune.core.graph import ChannelGraph
+from tfchannelprune.core.plans import keep_masks
+
+
+def node_keeps(graph: ChannelGraph, fn, masks) -> tuple[np.ndarray, np.ndarray]:
+    """Kept positions of the first input and first output channel axes of a leaf call."""
+    in_keep = graph.positions_kept(graph.layout_of(fn.inputs[0]), masks)
+    out_keep = graph.positions_kept(graph.layout_of(fn.outputs[0]), masks)
+    return in_keep, out_keep
+
+
+def node_cut(graph: ChannelGraph, fn, rule, masks):
+    """(kept input positions, kept output positions, cut) of a leaf call; ``cut`` is None when
+    the call keeps every channel (or its rule changes nothing), else (config, weights)."""
+    in_keep, out_keep = node_keeps(graph, fn, masks)
+    full = len(in_keep) == len(graph.layout_of(fn.inputs[0])) and len(out_keep) == len(
+        graph.layout_of(fn.outputs[0])
+    )
+    return in_keep, out_keep, None if full else rule.cut(fn.op, fn, in_keep, out_keep)
+
+
+def compact(
+    model,
+    plan: Mapping[str, Sequence[int]] | None = None,
+    graph=None,
+    bias_shift: Mapping[str, np.ndarray] | None = None,
+) -> keras.Model:
+    """A new functional model with the switched-off channels physically removed.
+
+    Args:
+        model: a wrapped model (channels switched off by its gates) or a plain model.
+        plan: optional {group name: kept channel indices}; on a wrapped model it overrides the
+            gates of the groups it names.
+        graph: the model's ``ChannelGraph``, if already built.
+        bias_shift: {layer path: vector over the layer's ORIGINAL output channels} added to
+            that layer's bias (a bias is created where the layer has none). Mean replacement
+            folds removed channels' constant outputs into their consumers this way.
+
+    Returns:
+        A model without gates whose outputs equal the gated model's (to float tolerance),
+        with sliced kernels, biases, BatchNorm statistics, depthwise/separable weights,
+        consumers' input slices, Concatenate offsets and Dense rows after Flatten.
+
+    Raises:
+        ValueError / UnsupportedLayerError: for a bad plan (see ``set_kept_channels``).
+    """
+    graph = graph if graph is not None else ChannelGraph(model)
+    masks = keep_masks(graph, plan)
+    by_path = {fn.path: (fn, rule) for fn, rule in zip(graph.flat.nodes, graph.rules)}
+    cache: dict[int, object] = {}
+    pending: dict[int, dict | None] = {}
+
+    def layer_fn(path, op):
+        if isinstance(op, ChannelGate):
+            return None
+        if id(op) in cache:
+            return cache[id(op)]
+        if not isinstance(op, keras.layers.Layer):
+            cache[id(op)] = _keras.clone_operation(op)
+            return cache[id(op)]
+        _, out_keep, cut = node_cut(graph, *by_path[path], masks)
+        config, weights = cut if cut is not None else (None, None)
+        if bias_shift and path in bias_shift:
+            config, weights = _shift_bias(op, config, weights, bias_shift[path], out_keep)
+        cache[id(op)] = _keras.clone_layer(op, config)
+        pending[id(op)] = weights
+        return cache[id(op)]
+
+    def built_fn(path, old, new):
+        weights = pending.pop(id(old), None)
+        if weights is not None:
+            _keras.set_weights_by_name(new, weights)
+        elif old.weights:
+            new.set_weights(old.get_weights())
+
+    return _keras.rebuild(model, layer_fn, None, built_fn)
+
+
+def _shift_bias(layer, config, weights, shift, out_keep):
+    """Add ``shift`` (over the original output channels) to the layer's bias."""
+    config = dict(layer.get_config() if config is None else config)
+    if "use_bias" not in config:
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(layer).__name__}) has no bias to fold a shift into."
+        )
+    weights = dict(_keras.weights_by_name(layer) if weights is None else weights)
+    shift = np.asarray(shift, dtype="float32")[out_keep]
+    config["use_bias"] = True
+    weights["bias"] = weights.get("bias", np.zeros_like(shift)) + shift
+    return config, weights

@@ -1,0 +1,72 @@
+"""``wrap()`` / ``strip()``: put channel gates into a model, or take them out.
+
+Example:
+    >>> gated = tfchannelprune.wrap(model)
+    >>> tfchannelprune.set_kept_channels(gated, {"conv1": [0, 2, 5]})
+    >>> small = tfchannelprune.compact(gated)   # same outputs, fewer channels
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tfchannelprune import _keras
+from tfchannelprune.core.gate import ChannelGate, is_wrapped, leaf_layers
+from tfchannelprune.core.plans import as_graph
+
+
+def _copy_weights(path, old, new) -> None:
+    new.set_weights(old.get_weights())
+
+
+def _cloner():
+    cache: dict[int, object] = {}
+
+    def layer_fn(path, op):
+        if id(op) not in cache:
+            is_layer = isinstance(op, keras.layers.Layer)
+            cache[id(op)] = _keras.clone_layer(op) if is_layer else _keras.clone_operation(op)
+        return cache[id(op)]
+
+    return layer_fn
+
+
+def wrap(model) -> keras.Model:
+    """A copy of ``model`` with a ``ChannelGate`` at every gate point (all gates open).
+
+    Raises:
+        ValueError: if the model is already wrapped.
+    """
+    if is_wrapped(model):
+        raise ValueError(
+            f"Model {model.name!r} already has ChannelGate layers. Call strip() first or use "
+            "it as it is."
+        )
+    graph = as_graph(model)
+    points = {p.tensor: p for p in graph.gate_points}
+    used = {layer.name for layer in leaf_layers(model)}
+
+    def after_fn(path, tensor, y):
+        point = points.get(tensor)
+        if point is None:
+            return y
+        name = path.split("/")[-1] + "_gate"
+        while name in used:
+            name += "_"
+        used.add(name)
+        return ChannelGate(point.width, name=name)(y)
+
+    return _keras.rebuild(model, _cloner(), after_fn, _copy_weights)
+
+
+def strip(model) -> keras.Model:
+    """``model`` without its gates and with every channel (switched-off ones come back).
+
+    Use ``compact`` to remove switched-off channels instead.
+    """
+    base = _cloner()
+
+    def layer_fn(path, op):
+        return None if isinstance(op, ChannelGate) else base(path, op)
+
+    return _keras.rebuild(model, layer_fn, None, _copy_weights)

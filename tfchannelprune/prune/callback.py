@@ -1,0 +1,378 @@
+"""``ChannelPruning``: a ``model.fit`` callback that prunes a wrapped model between updates.
+
+The state lives in the model: the gates (saved with the model and in checkpoints) and the
+optimizer's iteration counter or the epoch number (the clock). Scores are collected afresh on
+calibration batches at each pruning event, so nothing else has to be carried across a
+restart: reload the saved model, call ``fit`` again (with ``initial_epoch``) and pruning goes
+on exactly where it stopped.
+
+Example:
+    >>> gated = tfchannelprune.wrap(model)
+    >>> gated.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    >>> pruning = tfchannelprune.ChannelPruning((x_cal, y_cal), signal="taylor",
+    ...                                         target_macs=0.5, prune_every=1)
+    >>> gated.fit(x, y, epochs=10, callbacks=[pruning])
+    >>> small = tfchannelprune.compact(gated)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+
+from tfchannelprune.core.cost import macs_for, params_for
+from tfchannelprune.core.graph import ChannelGraph
+from tfchannelprune.core.plans import gate_masks, set_kept_channels
+from tfchannelprune.prune import select
+from tfchannelprune.prune.schedules import PolynomialSchedule, target_fraction
+
+
+def _check_fraction(name, value):
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(
+            f"{name} is a fraction of the original model's cost, in (0, 1]. "
+            f"Received: {name}={value!r}"
+        )
+
+
+class ChannelPruning(keras.callbacks.Callback):
+    """Greedy channel pruning between fine-tuning updates (Molchanov 2017, Theis 2018).
+
+    Args:
+        data: calibration data for the saliency signal: (x, y) arrays or a tf.data.Dataset.
+        loss: loss for the signal; default: the model's compiled loss.
+        signal: signal name or object (see ``tfchannelprune.signals``), e.g. "taylor",
+            "fisher", "l1_weight", "random".
+        target_macs / target_params: fraction of the original MACs / params to reach, in (0, 1].
+        target_channels: number of prunable channels to keep in total (alternative target).
+        target_latency: LiteRT latency to reach, in milliseconds (batch 1, ``latency_threads``
+            threads, XNNPACK). Measured, not estimated: at each event the model is compacted,
+            exported and timed, and the next MACs target is the current one scaled by
+            target / measured latency.
+        prune_every: prune every this many epochs (``frequency="epoch"``) or steps
+            (``frequency="step"``).
+        schedule: "constant" (aim at the final target from the first event, removing
+            ``channels_per_step`` at most each time), "polynomial" (target decays to the final
+            one over ``num_events`` events), or a tfmot-style schedule object
+            ``schedule(step) -> (should_prune, sparsity)`` evaluated on optimizer steps.
+        num_events: events over which "polynomial" reaches the final target.
+        channels_per_step: remove at most this many channels per event (Molchanov and Theis
+            remove one every N updates).
+        calibration_steps: batches of ``data`` used per event (None: all).
+        mode, normalize, lam, beta, min_channels, round_to, ignored_layers: see
+            ``tfchannelprune.SelectionConfig``.
+        monitor: metric from ``logs`` recorded with each event (e.g. "val_accuracy").
+        history_path: ``.csv`` or ``.json`` file written after every event.
+        log_dir: TensorBoard directory for MACs, params and channels.
+        verbose: 1 prints a progress line per event.
+    """
+
+    def __init__(
+        self,
+        data,
+        loss=None,
+        signal="taylor",
+        *,
+        target_macs: float | None = None,
+        target_params: float | None = None,
+        target_channels: int | None = None,
+        target_latency: float | None = None,
+        latency_threads: int = 1,
+        prune_every: int = 1,
+        frequency: str = "epoch",
+        schedule="constant",
+        num_events: int = 5,
+        channels_per_step: int | None = None,
+        calibration_steps: int | None = None,
+        mode: str = "global",
+        normalize: str = "l2",
+        lam: float = 0.0,
+        beta: float | str = 0.0,
+        min_channels: int = 1,
+        round_to: int = 1,
+        ignored_layers=(),
+        monitor: str | None = None,
+        history_path: str | None = None,
+        log_dir: str | None = None,
+        verbose: int = 1,
+    ):
+        super().__init__()
+        _check_fraction("target_macs", target_macs)
+        _check_fraction("target_params", target_params)
+        targets = (target_macs, target_params, target_channels, target_latency)
+        if all(t is None for t in targets):
+            raise ValueError(
+                "Give a target: target_macs or target_params (fractions of the original "
+                "model), target_channels or target_latency (ms). Received: none"
+            )
+        if target_latency is not None and not target_latency > 0:
+            raise ValueError(f"target_latency is in milliseconds, > 0. Received: {target_latency}")
+        if frequency not in ("epoch", "step"):
+            raise ValueError(f"frequency must be 'epoch' or 'step'. Received: {frequency!r}")
+        if prune_every < 1:
+            raise ValueError(f"prune_every must be >= 1. Received: prune_every={prune_every}")
+        if isinstance(schedule, str) and schedule not in ("constant", "polynomial"):
+            raise ValueError(
+                "schedule must be 'constant', 'polynomial' or a tfmot-style schedule object. "
+                f"Received: schedule={schedule!r}"
+            )
+        self.data, self.loss, self.signal = data, loss, signal
+        self.target_macs, self.target_params = target_macs, target_params
+        self.target_channels = target_channels
+        self.target_latency, self.latency_threads = target_latency, latency_threads
+        self.latency_ms: float | None = None
+        self.prune_every, self.frequency = prune_every, frequency
+        self.schedule, self.num_events = schedule, num_events
+        self.channels_per_step = channels_per_step
+        self.calibration_steps = calibration_steps
+        self.config = select.SelectionConfig(
+            mode=mode, normalize=normalize, lam=lam, beta=beta, min_channels=min_channels,
+            round_to=round_to, ignored_layers=tuple(ignored_layers),
+        )  # fmt: skip
+        self.monitor, self.history_path, self.log_dir = monitor, history_path, log_dir
+        self.verbose = verbose
+        self.history: list[dict] = []
+        self.done = False
+
+    # ------------------------------------------------------------------ set-up
+    def on_train_begin(self, logs=None):
+        graph = ChannelGraph(self.model)
+        if not graph.gate_paths:
+            raise ValueError(
+                f"ChannelPruning needs a wrapped model, and {self.model.name!r} has no "
+                "ChannelGate layers. Call `gated = tfchannelprune.wrap(model)`, compile and fit "
+                "`gated`, then `tfchannelprune.compact(gated)` at the end."
+            )
+        self.graph = graph
+        self.candidates = [g.name for g in select.candidate_groups(graph, self.config)]
+        full = {g.name: np.ones(g.size, bool) for g in graph.prunable_groups}
+        self.original_macs = macs_for(graph, full)
+        self.original_params = params_for(graph, full)
+        self.original_channels = sum(graph.group(n).size for n in self.candidates)
+        self._check_reachable()
+        self._writer = None
+        if self.log_dir:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        self.done = self._target_reached(gate_masks(graph))
+
+    def _check_reachable(self):
+        floor = {n: np.zeros(self.graph.group(n).size, bool) for n in self.candidates}
+        for name, kept in select.floor_plan(self.graph, self.config).items():
+            floor[name][kept] = True
+        best_macs = macs_for(self.graph, floor) / max(self.original_macs, 1)
+        best_params = params_for(self.graph, floor) / max(self.original_params, 1)
+        best_channels = sum(int(m.sum()) for m in floor.values())
+        constraints = (
+            f"min_channels={self.config.min_channels}, round_to={self.config.round_to}, "
+            f"ignored_layers={list(self.config.ignored_layers)}"
+        )
+        for name, target, best in (
+            ("target_macs", self.target_macs, best_macs),
+            ("target_params", self.target_params, best_params),
+        ):
+            if target is not None and target < best - 1e-9:
+                raise ValueError(
+                    f"{name}={target} cannot be reached under {constraints}: the best reachable "
+                    f"is {best:.4f} of the original. Lower min_channels, ignore fewer layers "
+                    f"or raise the target. Received: {name}={target}"
+                )
+        if self.target_channels is not None and self.target_channels < best_channels:
+            raise ValueError(
+                f"target_channels={self.target_channels} cannot be reached under {constraints}: "
+                f"the fewest channels reachable is {best_channels}."
+            )
+
+    # ------------------------------------------------------------------ the clock
+    def on_epoch_end(self, epoch, logs=None):
+        if self.frequency == "epoch" and (epoch + 1) % self.prune_every == 0:
+            self._event((epoch + 1) // self.prune_every, epoch, logs)
+        self._log_state(logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.frequency != "step" and isinstance(self.schedule, str):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        if not isinstance(self.schedule, str):
+            self._event(step, None, logs)
+        elif step % self.prune_every == 0:
+            self._event(step // self.prune_every, None, logs)
+
+    def _fraction_now(self, event: int) -> tuple[bool, float | None]:
+        if self.target_latency is not None:
+            return True, None  # the fraction comes from the measured latency
+        final = self.target_macs if self.target_macs is not None else self.target_params
+        if not isinstance(self.schedule, str):
+            step = int(self.model.optimizer.iterations.numpy())
+            return target_fraction(self.schedule, step)
+        if final is None:
+            return True, None
+        if self.schedule == "polynomial":
+            # event k of n reaches t = k / n, so the first event already prunes
+            poly = PolynomialSchedule(0.0, 1 - final, 0, self.num_events)
+            return True, 1 - poly(min(event, self.num_events))[1]
+        return True, final
+
+    # ------------------------------------------------------------------ one event
+    def _event(self, event: int, epoch, logs):
+        if self.done:
+            return
+        should_prune, fraction = self._fraction_now(event)
+        if not should_prune:
+            return
+        from tfchannelprune.saliency.collect import collect_saliency
+
+        masks = gate_masks(self.graph)
+        if self.target_latency is not None:
+            fraction = self._latency_fraction(masks)
+            if fraction is None:
+                self.done = True
+                self._write(self._record(event, epoch, masks, self._channels_kept(masks), logs))
+                return
+        before = self._channels_kept(masks)
+        scores = collect_saliency(
+            self.model, self.data, self.loss or self.model.loss, self.signal,
+            steps=self.calibration_steps,
+        )  # fmt: skip
+        kwargs, cap = self._targets(fraction, masks)
+        new_masks = select.select_channels(
+            self.graph, scores, masks, self.config, max_channels=cap, **kwargs
+        )
+        plan = {n: np.flatnonzero(m) for n, m in new_masks.items()}
+        set_kept_channels(self.model, plan, graph=self.graph)
+        masks = {**masks, **new_masks}
+        self.done = self._target_reached(masks)
+        record = self._record(event, epoch, masks, before, logs)
+        self._write(record)
+
+    def measure_latency(self) -> float:
+        """Median LiteRT latency (ms) of the model compacted as it stands."""
+        import tempfile
+
+        from tfchannelprune.deploy.export import export_tflite
+        from tfchannelprune.deploy.latency import benchmark_tflite
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.tflite")
+            export_tflite(self.model, path)
+            report = benchmark_tflite(path, num_threads=self.latency_threads, runs=30)
+        return report.median_ms
+
+    def _latency_fraction(self, masks) -> float | None:
+        """The MACs fraction to aim at now, or None when the latency target is met."""
+        self.latency_ms = self.measure_latency()
+        if self.latency_ms <= self.target_latency:
+            return None
+        full = self._all_masks(masks)
+        now = macs_for(self.graph, full) / max(self.original_macs, 1)
+        # latency is close to linear in MACs at kernel-friendly widths; never stand still
+        return min(now * self.target_latency / self.latency_ms, 0.98 * now)
+
+    def _targets(self, fraction, masks) -> tuple[dict, int | None]:
+        """Absolute targets for this event, and the cap on channels removed now."""
+        kwargs = {}
+        if self.target_latency is not None:
+            kwargs["target_macs"] = fraction * self.original_macs
+        if self.target_macs is not None:
+            kwargs["target_macs"] = fraction * self.original_macs
+        if self.target_params is not None:
+            share = fraction if self.target_macs is None else self.target_params
+            kwargs["target_params"] = share * self.original_params
+        cap = self.channels_per_step
+        if self.target_channels is not None:
+            extra = max(0, self._channels_kept(masks) - self.target_channels)
+            cap = extra if cap is None else min(cap, extra)
+        return kwargs, cap
+
+    def _all_masks(self, masks) -> dict:
+        """Keep masks of every prunable group, ``masks`` on top of all-kept."""
+        return {**{g.name: np.ones(g.size, bool) for g in self.graph.prunable_groups}, **masks}
+
+    def _channels_kept(self, masks) -> int:
+        return sum(
+            int(masks[n].sum()) if n in masks else self.graph.group(n).size
+            for n in self.candidates
+        )
+
+    def _target_reached(self, masks) -> bool:
+        if self.target_latency is not None:
+            return self.done  # decided by a measurement at the next event
+        full = self._all_masks(masks)
+        ok = True
+        if self.target_macs is not None:
+            ok &= macs_for(self.graph, full) <= self.target_macs * self.original_macs
+        if self.target_params is not None:
+            ok &= params_for(self.graph, full) <= self.target_params * self.original_params
+        if self.target_channels is not None:
+            ok &= self._channels_kept(masks) <= self.target_channels
+        return bool(ok)
+
+    # ------------------------------------------------------------------ reporting
+    def _record(self, event, epoch, masks, before, logs) -> dict:
+        full = self._all_masks(masks)
+        macs, params = macs_for(self.graph, full), params_for(self.graph, full)
+        kept = self._channels_kept(masks)
+        record = {
+            "event": int(event),
+            "epoch": None if epoch is None else int(epoch),
+            "step": int(self.model.optimizer.iterations.numpy()),
+            "macs": int(macs),
+            "macs_fraction": macs / max(self.original_macs, 1),
+            "params": int(params),
+            "params_fraction": params / max(self.original_params, 1),
+            "channels_kept": kept,
+            "channels_removed_now": before - kept,
+            "channels_removed": self.original_channels - kept,
+            "target_reached": self.done,
+        }
+        if self.latency_ms is not None:
+            record["latency_ms"] = self.latency_ms
+        if self.monitor and logs and self.monitor in logs:
+            record[self.monitor] = float(logs[self.monitor])
+        self.history.append(record)
+        if self.verbose:
+            where = f"epoch {epoch + 1}" if epoch is not None else f"step {record['step']}"
+            metric = f", {self.monitor} {record[self.monitor]:.4f}" if self.monitor in record else ""
+            print(
+                f"[ChannelPruning] {where}: removed {record['channels_removed_now']} channels "
+                f"({record['channels_removed']}/{self.original_channels} so far), MACs "
+                f"{record['macs_fraction']:.1%} of original, params "
+                f"{record['params_fraction']:.1%}{metric}{' - target reached' if self.done else ''}"
+            )
+        return record
+
+    def _log_state(self, logs):
+        if logs is None or not hasattr(self, "graph"):
+            return
+        masks = gate_masks(self.graph)
+        full = self._all_masks(masks)
+        logs["macs"] = float(macs_for(self.graph, full))
+        logs["params"] = float(params_for(self.graph, full))
+        logs["channels_removed"] = float(self.original_channels - self._channels_kept(masks))
+
+    def _write(self, record):
+        if self.history_path:
+            tmp = self.history_path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                if self.history_path.endswith(".csv"):
+                    keys = sorted({k for r in self.history for k in r})
+                    writer = csv.DictWriter(f, fieldnames=keys)
+                    writer.writeheader()
+                    writer.writerows(self.history)
+                else:
+                    json.dump(self.history, f, indent=2)
+            os.replace(tmp, self.history_path)
+        if self._writer is not None:
+            import tensorflow as tf
+
+            with self._writer.as_default(step=record["step"]):
+                for key in ("macs", "params", "channels_kept", "channels_removed"):
+                    tf.summary.scalar(f"pruning/{key}", record[key])
+            self._writer.flush()

@@ -1,0 +1,131 @@
+"""``prune()``: rounds of score -> remove -> compact -> fine-tune, without callbacks.
+
+Because the model is compacted after every round, fine-tuning runs on the smaller model and
+gets faster round after round. The optimizer is rebuilt from its config for each round (its
+slots do not survive the change of shapes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from tfchannelprune.core.cost import count_macs, count_params
+from tfchannelprune.core.graph import ChannelGraph
+from tfchannelprune.core.plans import set_kept_channels
+from tfchannelprune.core.surgery import compact
+from tfchannelprune.core.wrap import wrap
+from tfchannelprune.dead.gate_inputs import gate_input_means
+from tfchannelprune.dead.mean_replacement import mean_replacement_shift
+from tfchannelprune.prune import select
+from tfchannelprune.prune.callback import _check_fraction
+
+
+@dataclasses.dataclass
+class PruneResult:
+    model: keras.Model  # the compact model after the last round
+    history: list[dict]  # one record per round
+
+
+def prune(
+    model,
+    data,
+    loss,
+    *,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    rounds: int = 3,
+    signal="taylor",
+    fine_tune_data=None,
+    fine_tune_epochs: int = 1,
+    optimizer="adam",
+    metrics=None,
+    validation_data=None,
+    fit_kwargs: dict | None = None,
+    verbose: int = 1,
+    mean_replacement: bool = False,
+    **selection,
+) -> PruneResult:
+    """Prune ``model`` to a target in ``rounds`` rounds, fine-tuning the compacted model
+    after each.
+
+    Args:
+        model: a Functional or Sequential Keras model (not wrapped).
+        data: calibration data for the signal ((x, y) arrays or a tf.data.Dataset).
+        loss: the loss (for the signal and for fine-tuning).
+        target_macs / target_params: final fraction of the original MACs / params.
+        rounds: number of prune -> compact -> fine-tune rounds; the target of round r is
+            ``1 - (1 - target) * r / rounds`` (linear in the cost removed).
+        signal: saliency signal name or object.
+        fine_tune_data: (x, y) or a dataset for ``fit``; None skips fine-tuning.
+        optimizer: optimizer (name or instance; rebuilt from its config every round).
+        mean_replacement: fold each removed channel's mean output over ``data`` into its
+            consumers' biases (Evci's mean replacement) instead of dropping it.
+        **selection: ``SelectionConfig`` fields (mode, normalize, lam, beta, min_channels,
+            round_to, ignored_layers).
+
+    Returns:
+        ``PruneResult(model, history)``.
+    """
+    from tfchannelprune.saliency.collect import collect_saliency
+
+    _check_fraction("target_macs", target_macs)
+    _check_fraction("target_params", target_params)
+    if target_macs is None and target_params is None:
+        raise ValueError("Give target_macs or target_params (fractions of the original model).")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1. Received: rounds={rounds}")
+    config = select.SelectionConfig(**selection)
+    original_macs, original_params = count_macs(model), count_params(model)
+    history = []
+    current = model
+    for r in range(1, rounds + 1):
+        gated = wrap(current)
+        graph = ChannelGraph(gated)
+        scores = collect_saliency(gated, data, loss, signal)
+        targets = {}
+        if target_macs is not None:
+            targets["target_macs"] = (1 - (1 - target_macs) * r / rounds) * original_macs
+        if target_params is not None:
+            targets["target_params"] = (1 - (1 - target_params) * r / rounds) * original_params
+        masks = select.select_channels(graph, scores, {}, config, **targets)
+        shift = None
+        if mean_replacement:  # means measured with every channel still switched on
+            means = gate_input_means(gated, data)
+            shift = mean_replacement_shift(graph, masks, means)
+        set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
+        current = compact(gated, graph=graph, bias_shift=shift)
+        record = {
+            "round": r,
+            "macs_fraction": count_macs(current) / original_macs,
+            "params_fraction": current.count_params() / original_params,
+        }
+        if fine_tune_data is not None and fine_tune_epochs > 0:
+            current.compile(optimizer=_fresh(optimizer), loss=loss, metrics=metrics)
+            fit = _fit(current, fine_tune_data, fine_tune_epochs, validation_data, fit_kwargs)
+            record.update({k: float(v[-1]) for k, v in fit.history.items()})
+        history.append(record)
+        if verbose:
+            extra = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in
+                              ("round", "macs_fraction", "params_fraction"))  # fmt: skip
+            print(
+                f"[prune] round {r}/{rounds}: MACs {record['macs_fraction']:.1%}, params "
+                f"{record['params_fraction']:.1%}{', ' + extra if extra else ''}"
+            )
+    return PruneResult(current, history)
+
+
+def _fresh(optimizer):
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return type(optimizer).from_config(optimizer.get_config())
+    return keras.optimizers.get(optimizer)
+
+
+def _fit(model, data, epochs, validation_data, fit_kwargs):
+    kwargs = dict(epochs=epochs, verbose=0, validation_data=validation_data)
+    kwargs.update(fit_kwargs or {})
+    if isinstance(data, tuple):
+        return model.fit(data[0], data[1], **kwargs)
+    return model.fit(data, **kwargs)

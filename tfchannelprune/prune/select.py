@@ -1,0 +1,229 @@
+"""Greedy choice of the channels to remove: ranking, normalisation, cost terms, floors.
+
+Scores follow the signals' convention: lower = less important = removed first.
+
+Cost terms (both need the marginal MACs of a channel, which change after every removal
+because a channel's cost depends on its neighbours' current widths, so they are recomputed):
+
+* Molchanov et al. 2017: ``score - lam * cost`` with cost the channel's share of MACs;
+* Theis et al. 2018: ``score + beta * delta_cost`` with ``delta_cost = -marginal MACs``, so a
+  channel that saves more MACs is removed earlier; ``beta="auto"`` ranks by
+  ``score / marginal MACs`` (score per MAC saved).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tfchannelprune.core.cost import macs_for, marginal_for, params_for
+
+NORMALISATIONS = ("none", "l2", "max", "mean", "sum")
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionConfig:
+    """How channels are chosen.
+
+    Attributes:
+        mode: "global" ranks channels of all groups together (scores normalised per group);
+            "local" removes the same fraction from every group.
+        normalize: per-group normalisation of scores before global ranking ("l2" is
+            Molchanov's layer-wise L2 normalisation).
+        lam: Molchanov's FLOPs regularisation weight (scores minus ``lam`` x normalised MACs).
+        beta: Theis's cost weight, a float or "auto" (score per MAC saved).
+        min_channels: floor of channels kept in every group.
+        round_to: keep widths at multiples of this (a group loses ``round_to`` channels at a
+            time once aligned); 1 disables it.
+        ignored_layers: layer names whose groups are never pruned.
+    """
+
+    mode: str = "global"
+    normalize: str = "l2"
+    lam: float = 0.0
+    beta: float | str = 0.0
+    min_channels: int = 1
+    round_to: int = 1
+    ignored_layers: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.mode not in ("global", "local"):
+            raise ValueError(f"mode must be 'global' or 'local'. Received: mode={self.mode!r}")
+        if self.normalize not in NORMALISATIONS:
+            raise ValueError(
+                f"normalize must be one of {NORMALISATIONS}. Received: {self.normalize!r}"
+            )
+        if not (self.beta == "auto" or isinstance(self.beta, (int, float))):
+            raise ValueError(f"beta must be a number or 'auto'. Received: beta={self.beta!r}")
+        if self.min_channels < 1 or self.round_to < 1:
+            raise ValueError(
+                "min_channels and round_to must be >= 1. "
+                f"Received: min_channels={self.min_channels}, round_to={self.round_to}"
+            )
+
+
+def candidate_groups(graph, config: SelectionConfig) -> list:
+    """Prunable groups not touched by an ignored layer."""
+    ignored = set(config.ignored_layers)
+    groups = []
+    for g in graph.prunable_groups:
+        layers = {p.split("/")[-1] for p in g.producers + g.consumers + g.channelwise}
+        layers |= set(g.producers + g.consumers + g.channelwise)
+        if not layers & ignored:
+            groups.append(g)
+    return groups
+
+
+def _normalise(scores: np.ndarray, how: str) -> np.ndarray:
+    if how == "none" or scores.size == 0:
+        return scores
+    denom = {
+        "l2": lambda s: np.sqrt(np.sum(s**2)),
+        "max": lambda s: np.max(np.abs(s)),
+        "mean": lambda s: np.mean(np.abs(s)),
+        "sum": lambda s: np.sum(np.abs(s)),
+    }[how](scores)
+    return scores / denom if denom > 0 else scores
+
+
+def floor_plan(graph, config: SelectionConfig) -> dict[str, list[int]]:
+    """The smallest model the constraints allow: every candidate group at its floor."""
+    return {
+        g.name: list(range(_floor(g.size, config))) for g in candidate_groups(graph, config)
+    }
+
+
+def _floor(size: int, config: SelectionConfig) -> int:
+    floor = min(size, config.min_channels)
+    if config.round_to > 1 and size >= config.round_to:
+        floor = max(config.round_to, int(np.ceil(floor / config.round_to)) * config.round_to)
+    return min(size, floor)
+
+
+def _unit(kept: int, size: int, config: SelectionConfig) -> int:
+    """How many channels a group loses in one greedy step (keeps widths aligned)."""
+    if config.round_to > 1 and size >= config.round_to:
+        return kept % config.round_to or config.round_to
+    return 1
+
+
+def select_channels(
+    graph,
+    scores: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray],
+    config: SelectionConfig,
+    *,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    max_channels: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Greedily switch channels off until a target is met; return the new keep masks.
+
+    Args:
+        graph: ``ChannelGraph`` of the wrapped model.
+        scores: {group: per-channel score, lower = remove first}.
+        masks: current {group: boolean keep mask}; switched-off channels stay off.
+        config: the ``SelectionConfig``.
+        target_macs / target_params: absolute MACs / params to get down to.
+        max_channels: remove at most this many channels in this call.
+
+    Returns:
+        {group: boolean keep mask} for every candidate group.
+    """
+    groups = {g.name: g for g in candidate_groups(graph, config)}
+    fixed = {n: np.asarray(m, dtype=bool) for n, m in masks.items() if n not in groups}
+    masks = {
+        n: np.array(masks.get(n, np.ones(g.size, bool)), dtype=bool) for n, g in groups.items()
+    }
+    if config.mode == "local":
+        return _select_local(
+            graph, groups, scores, masks, fixed, config, target_macs, target_params
+        )
+    removed = 0
+    while True:
+        everything = {**fixed, **masks}
+        macs = macs_for(graph, everything)
+        if _reached(graph, everything, macs, target_macs, target_params):
+            break
+        if max_channels is not None and removed >= max_channels:
+            break
+        marginal = marginal_for(graph, everything) if _cost_aware(config) else {}
+        choice = _best_unit(groups, scores, masks, marginal, macs, config)
+        if choice is None:
+            break  # every group at its floor
+        name, channels = choice
+        masks[name][channels] = False
+        removed += len(channels)
+    return masks
+
+
+def _reached(graph, masks, macs, target_macs, target_params) -> bool:
+    if target_macs is not None and macs > target_macs:
+        return False
+    if target_params is not None and params_for(graph, masks) > target_params:
+        return False
+    return target_macs is not None or target_params is not None
+
+
+def _cost_aware(config) -> bool:
+    return config.lam != 0 or config.beta != 0
+
+
+def _best_unit(groups, scores, masks, marginal, macs, config):
+    best, best_value = None, np.inf
+    for name, group in groups.items():
+        kept = np.flatnonzero(masks[name])
+        unit = _unit(len(kept), group.size, config)
+        if len(kept) - unit < _floor(group.size, config):
+            continue
+        raw = np.asarray(scores.get(name, np.zeros(group.size)), dtype=np.float64)
+        normalised = _normalise(raw[kept], config.normalize)
+        order = np.argsort(normalised, kind="stable")[:unit]
+        value = float(np.sum(normalised[order]))
+        saved = marginal.get(name, 0.0) * unit
+        if config.lam:
+            value -= config.lam * saved / max(macs, 1)
+        if config.beta == "auto":
+            value = value / max(saved, 1e-12) if marginal else value
+        elif config.beta:
+            value -= config.beta * saved / max(macs, 1)
+        if value < best_value:
+            best, best_value = (name, kept[order]), value
+    return best
+
+
+def _select_local(graph, groups, scores, masks, fixed, config, target_macs, target_params):
+    """Same fraction from every group, bisected to meet the target."""
+    start = {n: int(m.sum()) for n, m in masks.items()}
+
+    def masks_at(fraction):
+        out = {}
+        for name, group in groups.items():
+            kept = np.flatnonzero(masks[name])
+            width = max(_floor(group.size, config), int(round(start[name] * fraction)))
+            if config.round_to > 1 and group.size >= config.round_to:
+                width = max(_floor(group.size, config),
+                            int(np.ceil(width / config.round_to)) * config.round_to)  # fmt: skip
+            width = min(width, len(kept))
+            raw = np.asarray(scores.get(name, np.zeros(group.size)), dtype=np.float64)
+            keep = kept[np.argsort(-raw[kept], kind="stable")[:width]]
+            mask = np.zeros(group.size, bool)
+            mask[keep] = True
+            out[name] = mask
+        return out
+
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        trial = {**fixed, **masks_at(mid)}
+        if _reached(graph, trial, macs_for(graph, trial), target_macs, target_params):
+            lo = mid
+        else:
+            hi = mid
+    return masks_at(lo)
+
+
+def remaining_channels(masks: Mapping[str, np.ndarray], names: Sequence[str]) -> int:
+    return int(sum(int(masks[n].sum()) for n in names if n in masks))

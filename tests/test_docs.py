@@ -1,0 +1,291 @@
+"""The documentation runs: every Python block of README.md and docs/*.md is executed.
+
+How a block is treated is decided by its fence's info string:
+
+* ```python: executed. A file's Python blocks run in order in one namespace, like the cells
+  of a notebook, in a fresh subprocess (working directory: a temporary folder, so the files a
+  block writes stay out of the repository; time limit ``TIMEOUT_S``). A block may only use
+  names defined by earlier blocks of the same file: each doc starts with its own set-up block.
+* ```python no-run: not executed. Every such block must be listed in ``NO_RUN`` (the test
+  fails when the list and the files disagree), so skipping a block is a visible decision.
+* any other language (```bash, ```text, ```kotlin ...): not executed.
+* a fence without a language, or ```python with another word after it: the test fails, so a
+  Python block cannot be skipped by accident.
+
+The other tests keep the docs honest in two more ways: no file of the repository cites a
+path outside it (the project's private notes), and relative links and the README's layout
+section point at files that exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PYTHON = {"python", "py", "python3"}
+NO_RUN_MARKER = "no-run"
+TIMEOUT_S = 300
+# {doc path relative to the repo: number of ```python no-run blocks in it}. Keep it empty.
+NO_RUN: dict[str, int] = {}
+
+_FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class Block:
+    path: str  # relative to the repo
+    line: int  # 1-based line of the opening fence
+    info: str  # the fence's info string, e.g. "python" or "bash"
+    source: str
+
+    @property
+    def language(self) -> str:
+        return self.info.split()[0].lower() if self.info else ""
+
+    @property
+    def runs(self) -> bool:
+        return self.language in PYTHON and NO_RUN_MARKER not in self.info.split()[1:]
+
+
+def fenced_blocks(text: str, path: str = "<doc>") -> list[Block]:
+    """The fenced code blocks of a Markdown text (CommonMark fences, indented up to 3)."""
+    blocks, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        match = _FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        indent, fence, info = len(match.group(1)), match.group(2), match.group(3).strip()
+        close = re.compile(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$")
+        body, j = [], i + 1
+        while j < len(lines) and not close.match(lines[j]):
+            line = lines[j]
+            body.append(line[min(indent, len(line) - len(line.lstrip(" "))) :])
+            j += 1
+        if j == len(lines):
+            raise ValueError(f"{path}:{i + 1}: the code fence is never closed.")
+        blocks.append(Block(path, i + 1, info, "\n".join(body) + "\n"))
+        i = j + 1
+    return blocks
+
+
+def _doc_blocks(doc: pathlib.Path) -> list[Block]:
+    return fenced_blocks(doc.read_text(encoding="utf-8"), str(doc.relative_to(REPO)))
+
+
+def _ids(docs):
+    return [str(d.relative_to(REPO)) for d in docs]
+
+
+# --- the parser itself (so a parser bug cannot make every doc "pass" with no block found) ---
+
+
+def test_fenced_blocks_finds_languages_lines_and_markers():
+    text = (
+        "intro\n```python\nx = 1\n```\n\n```bash\nmake test\n```\n"
+        "  ```python no-run\n  y = 2\n  ```\n````text\n```python\nnot a block\n```\n````\n"
+    )
+    blocks = fenced_blocks(text)
+    assert [(b.line, b.language, b.runs) for b in blocks] == [
+        (2, "python", True),
+        (6, "bash", False),
+        (9, "python", False),
+        (12, "text", False),
+    ]
+    assert blocks[0].source == "x = 1\n"
+    assert blocks[2].source == "y = 2\n"
+    assert "not a block" in blocks[3].source
+    with pytest.raises(ValueError, match="never closed"):
+        fenced_blocks("```python\nx = 1\n")
+
+
+def test_docs_have_python_blocks():
+    # the README quick start and most docs are code: finding none would mean a broken parser
+    assert sum(b.runs for d in DOCS for b in _doc_blocks(d)) >= 10
+    assert any(b.runs for b in _doc_blocks(REPO / "README.md"))
+
+
+# --- every fence is classified explicitly ---
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_ids(DOCS))
+def test_every_fence_names_its_language(doc):
+    for block in _doc_blocks(doc):
+        assert block.language, (
+            f"{block.path}:{block.line}: a code fence without a language. Write ```python "
+            "(executed by this test), ```python no-run (and list it in NO_RUN), or the "
+            "block's language (```bash, ```text ...), which is not executed."
+        )
+        if block.language in PYTHON:
+            extra = block.info.split()[1:]
+            assert extra in ([], [NO_RUN_MARKER]), (
+                f"{block.path}:{block.line}: unknown marker after ```python; only "
+                f"'{NO_RUN_MARKER}' is understood. Received: info={block.info!r}"
+            )
+
+
+def test_no_run_blocks_are_the_listed_ones():
+    found = {}
+    for doc in DOCS:
+        for block in _doc_blocks(doc):
+            if block.language in PYTHON and not block.runs:
+                found.setdefault(block.path, []).append(block.line)
+    counts = {path: len(lines) for path, lines in found.items()}
+    assert counts == NO_RUN, f"python no-run blocks (file: lines): {found}; NO_RUN={NO_RUN}"
+
+
+# --- the Python blocks run ---
+
+_RUNNER = r"""
+import json, pathlib, sys, time
+
+repo, blocks = pathlib.Path(sys.argv[1]), json.load(open(sys.argv[2]))
+sys.path.insert(0, str(repo))
+import tfchannelprune
+
+here = pathlib.Path(tfchannelprune.__file__).resolve()
+if repo not in here.parents:
+    sys.exit(f"imported tfchannelprune from {here}, not from the checkout {repo}")
+namespace = {"__name__": "__main__"}
+for block in blocks:
+    start = time.perf_counter()
+    # padded with newlines so a traceback names the Markdown file and its line
+    code = compile("\n" * block["line"] + block["source"], block["file"], "exec")
+    exec(code, namespace)
+    print(f"{block['path']}:{block['line']} ran in {time.perf_counter() - start:.1f} s",
+          flush=True)
+"""
+
+
+def _run_doc(doc: pathlib.Path, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
+    blocks = [
+        {"path": b.path, "file": str(REPO / b.path), "line": b.line, "source": b.source}
+        for b in _doc_blocks(doc)
+        if b.runs
+    ]
+    if not blocks:
+        pytest.skip(f"{doc.name} has no Python block")
+    spec = tmp_path / "blocks.json"
+    spec.write_text(json.dumps(blocks))
+    env = dict(os.environ, MPLBACKEND="Agg", TF_CPP_MIN_LOG_LEVEL="2")
+    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    work = tmp_path / "work"
+    work.mkdir()
+    return subprocess.run(
+        [sys.executable, "-c", _RUNNER, str(REPO), str(spec)],
+        cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_ids(DOCS))
+def test_python_blocks_run(doc, tmp_path):
+    out = _run_doc(doc, tmp_path)
+    assert out.returncode == 0, (
+        f"a Python block of {doc.relative_to(REPO)} failed:\n{out.stdout[-2000:]}\n"
+        f"{out.stderr[-6000:]}"
+    )
+
+
+def test_a_failing_block_fails(tmp_path, monkeypatch):
+    doc = tmp_path / "bad.md"
+    doc.write_text("```python\nx = 1\n```\n\ntext\n\n```python\nassert x == 2, 'drifted'\n```\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    out = _run_doc(doc, tmp_path)
+    assert out.returncode != 0
+    assert "bad.md" in out.stderr and "line 8" in out.stderr and "drifted" in out.stderr
+
+
+# --- citations and links stay inside the repository ---
+
+# built from pieces so that this file does not match itself
+_OUTSIDE = re.compile("|".join([r"papers" r"\.md", r"\.\./" r"shared", r"/" r"work/"]))
+_SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "saved_models"}
+
+
+def _repo_text_files():
+    try:
+        names = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        paths = [REPO / n for n in names]
+    except (OSError, subprocess.CalledProcessError):
+        paths = [
+            pathlib.Path(root) / f
+            for root, dirs, files in os.walk(REPO)
+            if not dirs.__setitem__(slice(None), [d for d in dirs if d not in _SKIP_DIRS])
+            for f in files
+        ]
+    for path in paths:
+        if path.is_file() and path.stat().st_size < 2_000_000:
+            try:
+                yield path, path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue
+
+
+def test_no_file_cites_a_path_outside_the_repository():
+    found = [
+        f"{path.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+        for path, text in _repo_text_files()
+        for m in _OUTSIDE.finditer(text)
+    ]
+    assert not found, (
+        "cite papers by title and arXiv id (docs/references.md), not notes outside the "
+        f"repository: {found}"
+    )
+
+
+_LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_ids(DOCS))
+def test_relative_links_exist(doc):
+    text = doc.read_text(encoding="utf-8")
+    missing = [
+        target
+        for target in _LINK.findall(text)
+        if "://" not in target and not (doc.parent / target).exists()
+    ]
+    assert not missing, f"{doc.relative_to(REPO)} links to missing files: {missing}"
+
+
+def _readme_layout() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(b.source for b in fenced_blocks(section))
+
+
+def test_readme_layout_names_every_package_and_module():
+    layout = _readme_layout()
+    lib = REPO / "tfchannelprune"
+    names = [p.name + "/" for p in lib.iterdir() if (p / "__init__.py").exists()]
+    names += [p.name for p in lib.glob("*.py")]
+    for pkg in lib.iterdir():
+        if (pkg / "__init__.py").exists():
+            names += [m.stem for m in pkg.glob("*.py") if m.stem != "__init__"]
+            names += [m.name + "/" for m in pkg.iterdir() if (m / "__init__.py").exists()]
+    missing = [n for n in names if not re.search(rf"(?<![\w/]){re.escape(n)}(?!\w)", layout)]
+    assert not missing, f"README's layout section does not mention: {sorted(missing)}"
+
+
+def test_readme_layout_names_nothing_that_is_gone():
+    layout = _readme_layout()
+    lib = REPO / "tfchannelprune"
+    for pkg in re.findall(r"(?<![\w/.])(\w+)/", layout):
+        if pkg in {"tfchannelprune", "tests", "benchmarks", "examples", "docs", "results"}:
+            continue
+        assert (lib / pkg / "__init__.py").exists() or (REPO / pkg).is_dir(), pkg
+    for module in re.findall(r"(?<![\w/])(\w+)\.py\b", layout):
+        hits = list(lib.rglob(f"{module}.py")) + list(REPO.glob(f"*/{module}.py"))
+        assert hits, f"README's layout names {module}.py, which does not exist"

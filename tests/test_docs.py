@@ -3,8 +3,9 @@
 How a block is treated is decided by its fence's info string:
 
 * ```python: executed. A file's Python blocks run in order in one namespace, like the cells
-  of a notebook, in a fresh subprocess (working directory: a temporary folder, so the files a
-  block writes stay out of the repository; time limit ``TIMEOUT_S``). A block may only use
+  of a notebook, in a subprocess that imports this checkout's tfchannelprune (each file gets a
+  fresh namespace, Keras session and working folder, a temporary one, so the files a block
+  writes stay out of the repository; time limit ``TIMEOUT_S`` per file). A block may only use
   names defined by earlier blocks of the same file: each doc starts with its own set-up block.
 * ```python no-run: not executed. Every such block must be listed in ``NO_RUN`` (the test
   fails when the list and the files disagree), so skipping a block is a visible decision.
@@ -19,6 +20,7 @@ section point at files that exist.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pathlib
@@ -146,68 +148,106 @@ def test_no_run_blocks_are_the_listed_ones():
 
 # --- the Python blocks run ---
 
+# One interpreter for all docs (TensorFlow is imported once), a fresh namespace, working folder
+# and Keras session per doc, and a time limit per doc. A failing doc does not stop the others.
 _RUNNER = r"""
-import json, pathlib, sys, time
+import json, os, pathlib, signal, sys, time, traceback
 
-repo, blocks = pathlib.Path(sys.argv[1]), json.load(open(sys.argv[2]))
+repo, spec, results_path = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 sys.path.insert(0, str(repo))
+import keras
 import tfchannelprune
 
 here = pathlib.Path(tfchannelprune.__file__).resolve()
 if repo not in here.parents:
     sys.exit(f"imported tfchannelprune from {here}, not from the checkout {repo}")
-namespace = {"__name__": "__main__"}
-for block in blocks:
-    start = time.perf_counter()
-    # padded with newlines so a traceback names the Markdown file and its line
-    code = compile("\n" * block["line"] + block["source"], block["file"], "exec")
-    exec(code, namespace)
-    print(f"{block['path']}:{block['line']} ran in {time.perf_counter() - start:.1f} s",
+
+
+def timeout(signum, frame):
+    raise TimeoutError("the doc's blocks ran past the time limit")
+
+
+signal.signal(signal.SIGALRM, timeout)
+results = {}
+for doc in json.load(open(spec)):
+    os.chdir(doc["work"])
+    keras.backend.clear_session()  # fresh layer-name counters: names as in a new process
+    namespace, error, start = {"__name__": "__main__"}, None, time.perf_counter()
+    signal.alarm(doc["timeout"])
+    try:
+        for block in doc["blocks"]:
+            # padded with newlines so a traceback names the Markdown file and its line
+            code = compile("\n" * block["line"] + block["source"], doc["file"], "exec")
+            exec(code, namespace)
+            print(f"{doc['path']}:{block['line']} ran", flush=True)
+    except BaseException:
+        error = traceback.format_exc()
+    finally:
+        signal.alarm(0)
+    results[doc["path"]] = {"error": error, "seconds": time.perf_counter() - start}
+    pathlib.Path(results_path).write_text(json.dumps(results))
+    print(f"{doc['path']}: {'FAILED' if error else 'ok'} in {time.perf_counter() - start:.1f} s",
           flush=True)
 """
 
 
-def _run_doc(doc: pathlib.Path, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
-    blocks = [
-        {"path": b.path, "file": str(doc), "line": b.line, "source": b.source}
-        for b in _doc_blocks(doc)
-        if b.runs
-    ]
-    if not blocks:
-        pytest.skip(f"{doc.name} has no Python block")
-    spec = tmp_path / "blocks.json"
-    spec.write_text(json.dumps(blocks))
+def _run_docs(docs: list[pathlib.Path], tmp_path: pathlib.Path) -> dict:
+    """{doc path: {"error": traceback or None, "seconds"}} for the docs' Python blocks."""
+    spec = []
+    for i, doc in enumerate(docs):
+        blocks = [{"line": b.line, "source": b.source} for b in _doc_blocks(doc) if b.runs]
+        work = tmp_path / f"work{i}_{doc.stem}"
+        work.mkdir()
+        path = str(doc.relative_to(REPO)) if doc.is_relative_to(REPO) else str(doc)
+        spec.append(
+            {"path": path, "file": str(doc), "work": str(work), "blocks": blocks,
+             "timeout": TIMEOUT_S}
+        )  # fmt: skip
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    results_path = tmp_path / "results.json"
     env = dict(os.environ, MPLBACKEND="Agg", TF_CPP_MIN_LOG_LEVEL="2")
     env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    work = tmp_path / "work"
-    work.mkdir()
-    try:
-        return subprocess.run(
-            [sys.executable, "-c", _RUNNER, str(REPO), str(spec)],
-            cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired as e:
-        done = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ""
-        ran = "\n".join(line for line in done.splitlines() if " ran in " in line)
-        pytest.fail(f"{doc.name} took more than {TIMEOUT_S} s; blocks that finished:\n{ran}")
+    out = subprocess.run(
+        [sys.executable, "-c", _RUNNER, str(REPO), str(tmp_path / "spec.json"), str(results_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=60 + TIMEOUT_S * len(docs),
+    )  # fmt: skip
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for doc in spec:  # a doc without a result: the interpreter died (or never started)
+        results.setdefault(doc["path"], {"error": f"no result:\n{out.stderr[-4000:]}"})
+    return results
+
+
+@pytest.fixture(scope="module")
+def doc_results(request, tmp_path_factory):
+    """Runs the Python blocks of the docs whose test is selected, in one subprocess."""
+    selected = [
+        item.callspec.params["doc"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_python_blocks_run"
+    ]
+    return _run_docs(selected or DOCS, tmp_path_factory.mktemp("docs"))
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=_ids(DOCS))
-def test_python_blocks_run(doc, tmp_path):
-    out = _run_doc(doc, tmp_path)
-    assert out.returncode == 0, (
-        f"a Python block of {doc.relative_to(REPO)} failed:\n{out.stdout[-2000:]}\n"
-        f"{out.stderr[-6000:]}"
+def test_python_blocks_run(doc, doc_results):
+    if not any(b.runs for b in _doc_blocks(doc)):
+        pytest.skip(f"{doc.name} has no Python block")
+    result = doc_results[str(doc.relative_to(REPO))]
+    assert result["error"] is None, (
+        f"a Python block of {doc.relative_to(REPO)} failed:\n{result['error'][-6000:]}"
     )
 
 
 def test_a_failing_block_fails(tmp_path):
-    doc = tmp_path / "bad.md"
-    doc.write_text("```python\nx = 1\n```\n\ntext\n\n```python\nassert x == 2, 'drifted'\n```\n")
-    out = _run_doc(doc, tmp_path)
-    assert out.returncode != 0
-    assert "bad.md" in out.stderr and "line 8" in out.stderr and "drifted" in out.stderr
+    bad, good = tmp_path / "bad.md", tmp_path / "good.md"
+    bad.write_text("```python\nx = 1\n```\n\ntext\n\n```python\nassert x == 2, 'drifted'\n```\n")
+    good.write_text("```python\nassert 'x' not in globals()  # fresh namespace per doc\n```\n")
+    results = _run_docs([bad, good], tmp_path)
+    error = results[str(bad)]["error"]
+    assert error and "bad.md" in error and "line 8" in error and "drifted" in error
+    assert results[str(good)]["error"] is None
 
 
 # --- citations and links stay inside the repository ---
@@ -263,6 +303,34 @@ def test_relative_links_exist(doc):
         if "://" not in target and not (doc.parent / target).exists()
     ]
     assert not missing, f"{doc.relative_to(REPO)} links to missing files: {missing}"
+
+
+_DOTTED = re.compile(r"(?<![\w./])tfchannelprune(?:\.\w+)+")
+_FILE = re.compile(r"(?<![\w./])(?:tfchannelprune|tests|benchmarks|examples)/[\w/]*\w\.(?:py|json)")
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``tfchannelprune.a.b`` names a module, or an attribute of one."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_ids(DOCS))
+def test_module_paths_and_files_named_in_docs_exist(doc):
+    text = doc.read_text(encoding="utf-8")
+    stale = [name for name in sorted(set(_DOTTED.findall(text))) if not _resolves(name)]
+    stale += [f for f in sorted(set(_FILE.findall(text))) if not (REPO / f).exists()]
+    assert not stale, f"{doc.relative_to(REPO)} names what does not exist (moved?): {stale}"
 
 
 def _readme_layout() -> str:

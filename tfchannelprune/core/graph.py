@@ -217,7 +217,7 @@ class ChannelGraph:
             self.block(self._layouts[tensor], "model output")
 
     @staticmethod
-    def _why_barrier(fn, rule: rules.Rule) -> str | None:
+    def _why_barrier(fn, rule) -> str | None:
         if not rule.known:
             return f"{type(fn.op).__name__} {fn.path!r} is {rules.BARRIER_NOTE}"
         if fn.shared:

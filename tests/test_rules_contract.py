@@ -193,9 +193,10 @@ def build(cls) -> tuple[keras.Model, bool]:
 
 
 def library_classes() -> list[type]:
-    """Every class registered by Keras-facing library code (tests may register more)."""
+    """Every class the library registers: Keras's and its own (tests and docs may register
+    more, which they test themselves)."""
     return sorted(
-        (c for c in rules.registered() if not c.__module__.startswith(("tests", "test_"))),
+        (c for c in rules.registered() if c.__module__.startswith(("keras.", "tfchannelprune."))),
         key=_key,
     )
 
@@ -321,3 +322,26 @@ def test_runs_on_the_channel_subset(cls):
     target = next(fn.path for fn in graph.flat.nodes if type(fn.op) is cls)
     assert kinds[target] == "gathered"
     assert "masked" not in kinds.values()
+
+
+def test_register_rule_checks_its_arguments():
+    with pytest.raises(TypeError, match="layer class itself"):
+        tcp.register_rule(Scale(), ScaleRule())
+    with pytest.raises(TypeError, match="not the class Rule"):
+        tcp.register_rule(Scale, ScaleRule)
+    with pytest.raises(TypeError, match="Rule instance"):
+        tcp.register_rule(Scale, object())
+    assert type(rules.get(Scale())) is ScaleRule
+    assert not rules.get(keras.layers.Lambda(lambda t: t)).known
+
+
+def test_declarations_check_their_values():
+    with pytest.raises(ValueError, match="side"):
+        WeightAxis("kernel", 0, "inner")
+    with pytest.raises(ValueError, match="repeat"):
+        WeightAxis("kernel", 0, "in", repeat=0)
+    with pytest.raises(ValueError, match="reason"):
+        rules.SubsetExecution("masked")
+    with pytest.raises(ValueError, match="mode"):
+        rules.SubsetExecution("partial")
+    assert rules.masked("why").reason == "why"

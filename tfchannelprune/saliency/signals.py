@@ -303,7 +303,9 @@ class KernelSource:
         return np.asarray(self.variable.numpy())
 
 
-def _positions(graph, tensor, prunable: set[str]) -> dict:
+def channel_positions(graph, tensor, prunable: set[str]) -> dict:
+    """{group: (positions on the tensor's channel axis, channel of the group)} for the
+    ``prunable`` groups present on ``tensor``."""
     index, channels = graph.group_layout(tensor)
     out = {}
     for gi in np.unique(index):
@@ -330,7 +332,7 @@ def kernel_sources(graph) -> list[KernelSource]:
         for name, side, tensor in (("producer", "out", fn.outputs), ("consumer", "in", fn.inputs)):
             axis = rule.kernel_axis(fn, side) if name in role else None
             if axis is not None:
-                pos = _positions(graph, tensor[0], prunable)
+                pos = channel_positions(graph, tensor[0], prunable)
                 sources.append(KernelSource(fn.op, axis.weight, axis.axis, name, pos))
     return sources
 
@@ -342,6 +344,7 @@ def batch_norms(graph) -> list[tuple]:
     out = []
     for fn, rule in zip(graph.flat.nodes, graph.rules, strict=True):
         if rule.channel_scale(fn) is not None:
-            for group, (index, channels) in _positions(graph, fn.inputs[0], prunable).items():
+            positions = channel_positions(graph, fn.inputs[0], prunable)
+            for group, (index, channels) in positions.items():
                 out.append((group, fn.op, index, channels))
     return out

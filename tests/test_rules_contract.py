@@ -157,6 +157,10 @@ OPS = {  # keras.ops operation classes (as they appear in functional graphs): ho
     "Divide": op(keras.ops.divide, 2.0),
 }  # fmt: skip
 SHAPES = {1: (10, 3), 2: (8, 8, 3), 3: (4, 6, 6, 2)}
+# Classes whose call in its builder's model runs on the masked fallback (with a reason);
+# every other class must run on the channel subset ("as_is" or "gathered").
+MASKED = {"layer:Reshape", "layer:LayerNormalization", "layer:GroupNormalization",
+          "layer:BlurredUpsampling"}  # fmt: skip
 
 
 def _key(cls) -> str:
@@ -292,11 +296,17 @@ def _check_compact_and_executor(gated, graph, x):
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:.*does not support masking")  # Masking's mask, dropped
 @pytest.mark.parametrize("cls", CLASSES, ids=_key)
 def test_rule_contract(cls):
     model, inexact = build(cls)
     assert _uses(model, cls), f"the builder of {_key(cls)} does not call it"
-    _check_weight_axes(tcp.ChannelGraph(model))
+    plain_graph = tcp.ChannelGraph(model)
+    _check_weight_axes(plain_graph)
+    modes = {r.subset(fn) for fn, r in zip(plain_graph.flat.nodes, plain_graph.rules)
+             if type(fn.op) is cls}  # fmt: skip
+    masked = {m.reason for m in modes if m.mode == "masked"}
+    assert bool(masked) == (_key(cls) in MASKED), (_key(cls), masked)
     _constant_channel(model)
     gated = model if is_wrapped(model) else tcp.wrap(model)
     graph = tcp.ChannelGraph(gated)

@@ -107,3 +107,76 @@ def test_registry_names_configs_and_errors(monkeypatch):
         tcp.register_importance("taylor", KernelMax)
     tcp.register_importance("kernel_max", KernelMax)
     assert isinstance(registry.get("kernel_max"), KernelMax)
+
+
+def tiny_cnn(seed=0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inp)
+    x = keras.layers.MaxPooling2D()(keras.layers.ReLU()(x))
+    x = keras.layers.ReLU()(keras.layers.Conv2D(12, 3, padding="same", name="c2")(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(3)(x))
+
+
+class ByIndex(tcp.Importance):
+    """Channel k scores k: the highest indices are kept."""
+
+    def __call__(self, context):
+        return {g.name: np.arange(g.size, dtype=float) for g in context.groups}
+
+
+def top(scores, width):
+    return sorted(np.argsort(-scores, kind="stable")[:width].tolist())
+
+
+def kernels(model):
+    return {n: model.get_layer(n).kernel.numpy() for n in ("c1", "c2")}
+
+
+@pytest.mark.parametrize("signal", ["fpgm", "user", "function"])
+def test_channel_pruning_ranks_by_the_importance(signal):
+    x, y = zoo.tiny_digits()
+    gated = tcp.wrap(tiny_cnn())
+    gated.compile(optimizer="sgd", loss=LOSS)
+    importance = {"fpgm": "fpgm", "user": ByIndex(), "function": ByIndex().__call__}[signal]
+    pruning = tcp.ChannelPruning(None, LOSS, importance, target_macs=0.5, mode="local", verbose=0)
+    gated.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[pruning])
+    assert pruning.done and pruning.history[0]["channels_removed"] > 0
+    kept = tcp.get_kept_channels(gated)
+    # the event came after the epoch's updates, so the weights now are those it scored
+    scores = tcp.collect_saliency(
+        gated, None, None, signal=ByIndex() if signal != "fpgm" else "fpgm"
+    )
+    for group, channels in kept.items():
+        assert len(channels) < scores[group].size
+        assert channels == top(scores[group], len(channels)), group
+
+
+@pytest.mark.parametrize("signal", ["fpgm", "user"])
+def test_prune_ranks_by_the_importance(signal):
+    x, y = zoo.tiny_digits()
+    model = tiny_cnn()
+    before = kernels(model)
+    scores = tcp.collect_saliency(
+        model, None, None, signal=signal if signal == "fpgm" else ByIndex()
+    )
+    result = tcp.prune(
+        model,
+        None,
+        LOSS,
+        target_macs=0.5,
+        rounds=1,
+        signal=ByIndex() if signal == "user" else signal,
+        mode="local",
+        verbose=0,
+    )
+    after = kernels(result.model)
+    assert after["c1"].shape[-1] < before["c1"].shape[-1]
+    kept = top(scores["c1"], after["c1"].shape[-1])
+    np.testing.assert_array_equal(after["c1"], before["c1"][..., kept])
+
+
+def test_data_signal_without_data_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs calibration data"):
+        tcp.ChannelPruning(None, LOSS, "taylor", target_macs=0.5)

@@ -64,9 +64,7 @@ def get(identifier) -> Importance:
         try:
             return SignalImportance(name)
         except ValueError as error:
-            raise ValueError(
-                f"{error} Registered importances: {', '.join(names())}."
-            ) from None
+            raise ValueError(f"{error} Registered importances: {', '.join(names())}.") from None
     if isinstance(identifier, Mapping):
         if identifier.get("class_name") in _REGISTRY:
             return _REGISTRY[identifier["class_name"]].from_config(identifier.get("config", {}))

@@ -180,3 +180,36 @@ def test_prune_ranks_by_the_importance(signal):
 def test_data_signal_without_data_is_a_clear_error():
     with pytest.raises(ValueError, match="needs calibration data"):
         tcp.ChannelPruning(None, LOSS, "taylor", target_macs=0.5)
+
+
+class CountingImportance(tcp.Importance):
+    """Accumulated: the number of examples seen times the channel index."""
+
+    accumulated = True
+    needs_data = True
+
+    def build(self, context):
+        self.built_for = context.model
+
+    def reset(self):
+        self.seen = 0
+
+    def update(self, x, y=None):
+        self.seen += int(x.shape[0])
+
+    def __call__(self, context):
+        return {g.name: self.seen * np.arange(g.size, dtype=float) for g in context.groups}
+
+
+def test_accumulated_importance_is_fed_the_batches(resnet):
+    gated, (x, y) = resnet
+    counting = CountingImportance()
+    scores = tcp.collect_saliency(gated, (x, y), LOSS, signal=counting, batch_size=5)
+    assert counting.built_for is gated and counting.seen == len(y)
+    np.testing.assert_array_equal(scores["conv2d"], len(y) * np.arange(8))
+    again = tcp.collect_saliency(gated, (x[:4], y[:4]), LOSS, signal=counting)
+    np.testing.assert_array_equal(again["conv2d"], 4 * np.arange(8))  # reset between events
+    with pytest.raises(ValueError, match="needs calibration data"):
+        tcp.ChannelPruning(None, LOSS, CountingImportance(), target_macs=0.5)
+    with pytest.raises(NotImplementedError, match="update"):
+        type("Lazy", (tcp.Importance,), {"accumulated": True})().update(x)

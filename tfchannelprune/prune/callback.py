@@ -131,7 +131,7 @@ class ChannelPruning(keras.callbacks.Callback):
                 f"Received: schedule={schedule!r}"
             )
         self.importance = registry.get(signal)
-        if data is None and self.importance.needs_data:
+        if data is None and (self.importance.needs_data or self.importance.accumulated):
             raise ValueError(
                 f"Signal {self.importance.name!r} needs calibration data; give data=(x, y) or "
                 f"a dataset, or a criterion that reads only the weights (e.g. 'fpgm'). "

@@ -11,7 +11,7 @@ import zoo
 from keras import layers as L
 
 import tfchannelprune as tcp
-from tfchannelprune.core.batches import as_dataset
+from tfchannelprune.core.batches import as_dataset, first_inputs
 from tfchannelprune.core.plans import ignored_groups
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -207,3 +207,19 @@ def test_callbacks_refuse_a_model_without_gates_with_one_error(callback):
           if callback == "ChannelPruning" else tcp.DeadChannelMonitor())  # fmt: skip
     with pytest.raises(ValueError, match=f"{callback} needs a wrapped model, and 'tiny' has no"):
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[cb])
+
+
+@pytest.mark.parametrize("form", ["tuple", "dataset", "py_dataset", "array"])
+def test_first_inputs_of_every_form(form):
+    data = {**LABELLED, **UNLABELLED}[form]
+    (inputs,) = first_inputs(data, 20)
+    np.testing.assert_array_equal(inputs, X[:20])
+
+
+def test_export_takes_a_dataset_as_representative_data(tmp_path):
+    model = tiny_cnn()
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16)
+    a = tcp.export_tflite(model, tmp_path / "a.tflite", "int8", representative_data=dataset)
+    b = tcp.export_tflite(model, tmp_path / "b.tflite", "int8", representative_data=X)
+    assert a.parity_ok and b.parity_ok
+    assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()

@@ -213,3 +213,9 @@ def test_accumulated_importance_is_fed_the_batches(resnet):
         tcp.ChannelPruning(None, LOSS, CountingImportance(), target_macs=0.5)
     with pytest.raises(NotImplementedError, match="update"):
         type("Lazy", (tcp.Importance,), {"accumulated": True})().update(x)
+
+
+def test_gradient_criteria_without_a_loss_are_a_clear_error(resnet):
+    gated, (x, y) = resnet
+    with pytest.raises(ValueError, match=r"need gradients of a loss.*loss=None"):
+        tcp.collect_saliency(gated, (x, y), None, signal=["l1_weight", "taylor"])

@@ -93,6 +93,12 @@ def score_all(context, importances) -> list[dict[str, np.ndarray]]:
     The taxonomy signals among them share one data pass; an accumulated importance is
     first fed the context's batches (``build``, ``reset``, ``update(x, y)`` per batch).
     """
+    missing = [i.name for i in importances if i.needs_gradients and context.loss is None]
+    if missing:
+        raise ValueError(
+            f"Criteria {missing} need gradients of a loss; give loss (e.g. "
+            "'sparse_categorical_crossentropy'). Received: loss=None"
+        )
     taxonomy = [i.signal for i in importances if isinstance(i, SignalImportance)]
     shared = dict(zip(taxonomy, score_signals(context, taxonomy))) if taxonomy else {}
     results = []

@@ -29,8 +29,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tfchannelprune.core.gate import is_wrapped, record_gate_inputs
+from tfchannelprune import _keras
+from tfchannelprune.core.gate import record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
+from tfchannelprune.core.wrap import gated_model
 from tfchannelprune.dead import non_learning
 from tfchannelprune.dead.detect import DeadReport, build_report
 from tfchannelprune.dead.gate_inputs import GateStatistics
@@ -69,17 +71,13 @@ class DeadChannelMonitor(keras.callbacks.Callback):
         self._context = None
 
     def on_train_begin(self, logs=None):
-        if not is_wrapped(self.model):
-            raise ValueError(
-                f"DeadChannelMonitor needs a wrapped model, and {self.model.name!r} has no "
-                "ChannelGate layers. Train `tfchannelprune.wrap(model)` instead."
-            )
+        gated_model(self.model, "DeadChannelMonitor", copy=False)
         self.graph = ChannelGraph(self.model)
         self.stats = GateStatistics(self.model, self.graph)
         self._slices = non_learning.channel_parameters(self.graph)
         self._context = record_gate_inputs(self.stats.hook)
         self._context.__enter__()
-        self.model.make_train_function(force=True)  # traced with the hook in place
+        _keras.install_train_step(self.model)  # traced with the hook in place
 
     def on_epoch_begin(self, epoch, logs=None):
         self.stats.reset()
@@ -128,9 +126,7 @@ class DeadChannelMonitor(keras.callbacks.Callback):
             self._context = None
         self.stats.active.assign(False)
         # the traced functions hold the hook: let the next fit / evaluate trace afresh
-        self.model.train_function = None
-        self.model.test_function = None
-        self.model.predict_function = None
+        _keras.restore_train_step(self.model, traced=True)
 
     def _examples(self, moments) -> int:
         shapes = {fn.path: fn.input_shapes[0] for fn in self.graph.flat.nodes}

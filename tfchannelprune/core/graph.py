@@ -71,7 +71,7 @@ class ChannelGraph:
 
     def __init__(self, model):
         self.model = model
-        self.flat = _keras.flatten_graph(model)
+        self.flat = _keras.flatten_graph(model, rules.traceable)
         self._parent: list[int] = []
         self._size: list[int] = []
         self._name: list[str] = []
@@ -207,6 +207,8 @@ class ChannelGraph:
             self.set(tensor, self._add_group(name, flat.shapes[tensor], "model input"))
         for fn in flat.nodes:
             rule = rules.get(fn.op)
+            if fn.path in flat.leaf_traces:
+                rule = rules.traced_elementwise(flat.leaf_traces[fn.path])
             reason = self._why_barrier(fn, rule)
             if reason is not None:
                 rule = rules.Rule()
@@ -217,10 +219,11 @@ class ChannelGraph:
         for tensor in flat.outputs:
             self.block(self._layouts[tensor], "model output")
 
-    @staticmethod
-    def _why_barrier(fn, rule: rules.Rule) -> str | None:
+    def _why_barrier(self, fn, rule: rules.Rule) -> str | None:
         if type(rule) is rules.Rule:
-            return f"{type(fn.op).__name__} {fn.path!r} is {rules.BARRIER_NOTE}"
+            why = self.flat.untraced.get(fn.path)
+            note = f" and {why}" if why else ""
+            return f"{type(fn.op).__name__} {fn.path!r} is {rules.BARRIER_NOTE}{note}"
         if fn.shared:
             return f"{fn.path!r} is called more than once (shared weights)"
         for shape in list(fn.input_shapes) + list(fn.output_shapes):

@@ -84,7 +84,7 @@ def compact(
         elif old.weights:
             new.set_weights(old.get_weights())
 
-    return _keras.rebuild(model, layer_fn, None, built_fn)
+    return _keras.rebuild(model, layer_fn, None, built_fn, traced=graph.flat.traced)
 
 
 def _shift_bias(layer, config, weights, shift, out_keep):

@@ -25,6 +25,7 @@ from tfchannelprune.core.rules.base import (
     ZERO_PRESERVING_ACTIVATIONS,
     Passthrough,
     Rule,
+    _activation_name,
     barrier,
     prod,
 )
@@ -46,13 +47,14 @@ from tfchannelprune.core.rules.producers import (
     SeparableRule,
     TransposeRule,
 )
+from tfchannelprune.core.rules.traced import traced_elementwise as read_traced
 
 __all__ = [
     "BARRIER_NOTE", "CHANNELWISE_ACTIVATIONS", "ZERO_PRESERVING_ACTIVATIONS", "ActivationRule",
     "ChannelGateRule", "ChannelwiseParamRule", "ConcatRule", "CrossChannelNormRule", "DenseRule",
     "DepthwiseRule", "FlattenRule", "MergeRule", "OpRule", "PReLURule", "Passthrough",
     "ProducerRule", "RescalingRule", "Rule", "SeparableRule", "SoftmaxRule", "TransposeRule",
-    "barrier", "get", "prod", "register_rule",
+    "barrier", "get", "prod", "register_rule", "traceable", "traced_elementwise",
 ]  # fmt: skip
 
 
@@ -119,6 +121,21 @@ def _registry() -> dict[type, Rule]:
         _REGISTRY = _build_registry()
         _REGISTRY[ChannelGate] = ChannelGateRule()
     return _REGISTRY
+
+
+def traceable(op) -> bool:
+    """Whether a layer should be traced (its ``call`` replayed on symbolic inputs) and
+    inlined: a layer of a class without a rule, or an Activation of a custom function."""
+    if not isinstance(op, keras.layers.Layer) or isinstance(op, ChannelGate):
+        return False
+    if type(op) is keras.layers.Activation:
+        return _activation_name(op).startswith("custom function")
+    return type(get(op)) is Rule
+
+
+def traced_elementwise(traced) -> Rule:
+    """The rule of a kept-whole custom layer, read from its traced graph."""
+    return read_traced(traced, get)
 
 
 def get(op) -> Rule:

@@ -22,10 +22,18 @@ def prod(values) -> int:
 
 
 def _activation_name(layer) -> str | None:
+    """The registered name of a layer's activation; a custom function gets a name that no
+    rule knows (``keras.activations.serialize`` returns a dict for it, or raises)."""
     act = getattr(layer, "activation", None)
-    if act is None:
-        return None
-    return keras.activations.serialize(act) if callable(act) else act
+    if act is None or isinstance(act, str):
+        return act
+    try:
+        name = keras.activations.serialize(act)
+    except Exception:  # noqa: BLE001 - e.g. a lambda whose source cannot be read
+        name = None
+    if isinstance(name, str):
+        return name
+    return f"custom function {getattr(act, '__name__', type(act).__name__)}"
 
 
 class Rule:

@@ -20,7 +20,6 @@ import numpy as np
 
 from tfchannelprune import _keras
 from tfchannelprune.core import rules
-from tfchannelprune.core.rules import ChannelGateRule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +219,7 @@ class ChannelGraph:
             self.block(self._layouts[tensor], "model output")
 
     def _why_barrier(self, fn, rule: rules.Rule) -> str | None:
-        if type(rule) is rules.Rule:
+        if not rule.known:
             why = self.flat.untraced.get(fn.path)
             note = f" and {why}" if why else ""
             return f"{type(fn.op).__name__} {fn.path!r} is {rules.BARRIER_NOTE}{note}"
@@ -243,7 +242,7 @@ class ChannelGraph:
         points: list[GatePoint] = []
         nodes = self.flat.nodes
         for fn, rule in zip(nodes, self.rules):
-            if isinstance(rule, ChannelGateRule):
+            if rule.is_gate:
                 out_dirty = False
             elif not rule.zero_preserving(fn):
                 out_dirty = True  # new channels (producers), or f(0) != 0

@@ -158,7 +158,7 @@ def deeplabv3():
 def basnet():
     return _hub().BASNetBackbone(
         image_encoder=_encoder(), num_classes=1, image_shape=(SIZE, SIZE, 3),
-        projection_filters=8, name="basnet",
+        projection_filters=64, name="basnet",
     )  # fmt: skip
 
 

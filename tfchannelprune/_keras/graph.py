@@ -184,6 +184,11 @@ def _inner_graph(flat, op, node, in_shapes, path, expand):
         inner = trace.trace_layer(op, node.arguments.args, node.arguments.kwargs, in_shapes)
     except trace.TraceError as e:
         flat.untraced[path] = str(e)
+        if trace.own_weights(op) and not trace.sublayers(op) and len(in_shapes) == 1:
+            why = trace.tf_elementwise(op, in_shapes[0], node.input_tensors[0].dtype)
+            flat.untraced[path] = f"{e}; {why}" if why else ""
+            if not why:
+                flat.leaf_traces[path] = None  # kept whole: its TF graph is element-wise
         return None
     if trace.own_weights(op):
         if trace.sublayers(op):

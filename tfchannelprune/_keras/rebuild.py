@@ -81,7 +81,13 @@ def clone_layer(layer, config: dict | None = None):
     """A fresh layer of the same class from ``config`` (default: the layer's own)."""
     if isinstance(layer, keras.layers.Lambda) and config is None:
         return layer  # stateless; re-creating it from config would need unsafe deserialization
-    config = layer.get_config() if config is None else config
+    if config is None:
+        try:
+            config = layer.get_config()
+        except NotImplementedError:  # a config-less layer (keras_hub passes objects to some)
+            if layer.weights:
+                raise
+            return layer  # stateless: calling the same object in the new model is safe
     return type(layer).from_config(config)
 
 

@@ -145,3 +145,40 @@ def trace_model(model) -> keras.Model:
         for shape in shapes.values()
     ]
     return trace_layer(model, specs, {})
+
+
+_ELEMENTWISE_TF_OPS = {
+    "Placeholder", "Const", "Identity", "ReadVariableOp", "NoOp", "Cast", "Mul", "AddV2", "Add",
+    "Sub", "RealDiv", "Div", "Maximum", "Minimum", "Relu", "Relu6", "Elu", "Selu", "LeakyRelu",
+    "Sigmoid", "Tanh", "Softplus", "Neg", "Abs", "Square", "Sqrt", "Rsqrt", "Exp", "Log", "Erf",
+    "Pow", "Sign", "Floor", "Ceil",
+}  # fmt: skip
+
+
+def tf_elementwise(layer, shape, dtype="float32") -> str | None:
+    """Why ``layer.call`` on one tensor of ``shape`` is not element-wise, or None.
+
+    Read from the TensorFlow graph of the call: every op must be element-wise, and every
+    operand that does not come from the input must be a scalar (a weight of shape () or (1,)).
+    For layers that ``trace_layer`` cannot express in keras.ops (a weight times a tensor).
+    """
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: layer.call(x))
+    try:
+        graph = fn.get_concrete_function(tf.TensorSpec((1, *shape[1:]), dtype)).graph
+    except Exception as e:  # noqa: BLE001
+        return f"its call() could not be traced by TensorFlow ({_first_failure(e)})"
+    from_input: set[str] = set()
+    for op in graph.get_operations():
+        if op.type not in _ELEMENTWISE_TF_OPS:
+            return f"its call() uses the TensorFlow op {op.type}, which is not element-wise"
+        if op.type == "Placeholder" and op.outputs[0].dtype != tf.resource and not from_input:
+            from_input.add(op.outputs[0].name)
+            continue
+        if any(t.name in from_input for t in op.inputs):
+            for t in op.inputs:
+                if t.name not in from_input and t.shape.num_elements() not in (0, 1):
+                    return f"its call() combines the input with a non-scalar in {op.type}"
+            from_input.update(t.name for t in op.outputs)
+    return None

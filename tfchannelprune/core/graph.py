@@ -223,7 +223,7 @@ class ChannelGraph:
             why = self.flat.untraced.get(fn.path)
             note = f" and {why}" if why else ""
             return f"{type(fn.op).__name__} {fn.path!r} is {rules.BARRIER_NOTE}{note}"
-        if fn.shared:
+        if fn.shared and (getattr(fn.op, "weights", None) or type(rule).cut is not rules.Rule.cut):
             return f"{fn.path!r} is called more than once (shared weights)"
         for shape in list(fn.input_shapes) + list(fn.output_shapes):
             if len(shape) < 2 or shape[-1] is None:

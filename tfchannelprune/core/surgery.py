@@ -67,7 +67,10 @@ def compact(
         if id(op) in cache:
             return cache[id(op)]
         if not isinstance(op, keras.layers.Layer):
-            cache[id(op)] = _keras.clone_operation(op)
+            cut = node_cut(graph, *by_path[path], masks)[2] if path in by_path else None
+            cache[id(op)] = (
+                _keras.clone_operation(op) if cut is None else type(op).from_config(cut[0])
+            )
             return cache[id(op)]
         _, out_keep, cut = node_cut(graph, *by_path[path], masks)
         config, weights = cut if cut is not None else (None, None)

@@ -42,6 +42,13 @@ from tfchannelprune.core.rules.base import (
     masked,
     prod,
 )
+from tfchannelprune.core.rules.channel_ops import (
+    ChannelLastPermuteRule,
+    GetItemRule,
+    PadRule,
+    SpatialReduceRule,
+    SplitRule,
+)
 from tfchannelprune.core.rules.channelwise import (
     ActivationRule,
     BatchNormRule,
@@ -68,7 +75,7 @@ __all__ = [
     "ActivationRule", "BatchNormRule", "ChannelGateRule", "ChannelwiseParamRule", "ConcatRule",
     "CrossChannelNormRule", "DenseRule", "DepthwiseRule", "FlattenRule", "MergeRule", "OpRule",
     "PReLURule", "Passthrough", "ProducerRule", "RescalingRule", "Rule", "SeparableRule",
-    "SoftmaxRule", "SubsetExecution", "TransposeRule", "UnknownLayerRule", "WeightAxis",
+    "SoftmaxRule", "SplitRule", "SubsetExecution", "TransposeRule", "UnknownLayerRule", "WeightAxis",
     "barrier", "get", "masked", "prod", "register_rule", "registered", "traceable",
     "traced_elementwise",
 ]  # fmt: skip
@@ -119,6 +126,14 @@ def _build_registry() -> dict[type, Rule]:
     add(OpRule(True), *ops("numpy", "Tanh", "Negative", "Absolute", "Square"))
     add(OpRule(False), *ops("nn", "Sigmoid", "HardSigmoid", "Softplus", "LogSigmoid"))
     add(OpRule(True), *ops("numpy", "TrueDivide", "Divide"))
+    # channel operations (split, pad, spatial reductions, transposes, indexing, resizing)
+    add(SpatialReduceRule(), *ops("numpy", "Mean", "Sum", "Max", "Min", "Amax", "Amin"))
+    add(SplitRule(), *ops("numpy", "Split"))
+    add(PadRule(), *ops("numpy", "Pad"))
+    add(ChannelLastPermuteRule(), *ops("numpy", "Transpose"), L.Permute)
+    add(GetItemRule(), *ops("numpy", "GetItem"), *ops("core", "GetItem"))
+    add(OpRule(True), *ops("core", "Cast"), *ops("numpy", "Sqrt"))
+    add(Passthrough(True), L.Resizing, *ops("image", "Resize", "PadImages", "CropImages"))
     return registry
 
 _REGISTRY: dict[type, Rule] | None = None

@@ -40,7 +40,10 @@ def _why_not_elementwise(node, rule) -> str | None:
 
 
 def traced_elementwise(traced, get) -> TracedElementwiseRule:
-    """The rule for a leaf custom layer from its traced graph; ``get`` is the rule registry."""
+    """The rule for a leaf custom layer from its traced graph; ``get`` is the rule registry.
+    ``traced`` is None when the layer's TensorFlow graph was found element-wise instead."""
+    if traced is None:
+        return TracedElementwiseRule()
     for node in _keras.nodes_in_order(traced):
         why = _why_not_elementwise(node, get(node.operation))
         if why is not None:

@@ -1,0 +1,127 @@
+"""Rules for operations that move, reduce or slice tensors without mixing channels: spatial
+reductions (``ops.mean``/``sum``/``max`` over spatial axes), padding, casts, transposes that
+keep the channel axis last, resizing, ``x[...]`` indexing and ``ops.split`` (on the channel
+axis it slices the layout; ``compact`` moves the split points to the kept channels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfchannelprune import _keras
+from tfchannelprune.core.rules.base import Passthrough, Rule
+from tfchannelprune.errors import UnsupportedLayerError
+
+
+def _axes(axis, rank: int) -> set[int] | None:
+    if axis is None:
+        return None
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    return {int(a) % rank for a in axes}
+
+
+class SpatialReduceRule(Passthrough):
+    """``ops.mean``/``sum``/``max``/``min`` over spatial axes: channel c stays channel c."""
+
+    def check(self, fn):
+        rank = len(fn.input_shapes[0])
+        axes = _axes(getattr(fn.op, "axis", None), rank)
+        if axes is None or rank - 1 in axes:
+            return "reduces over the channel axis"
+        return super().check(fn)
+
+
+class PadRule(Passthrough):
+    """``ops.pad`` that leaves the channel axis alone (any mode maps a zero channel to a zero
+    channel as long as the constant is 0)."""
+
+    def check(self, fn):
+        width = np.asarray(getattr(fn.op, "pad_width", [[0, 0]]))
+        if width.ndim == 2 and len(width) == len(fn.input_shapes[0]) and np.any(width[-1]):
+            return "pads the channel axis"
+        return super().check(fn)
+
+    def zero_preserving(self, fn) -> bool:
+        value = _keras.node_kwargs(fn.node).get("constant_values")
+        constants = _keras.node_constant_args(fn.node)
+        return value in (None, 0) and all(np.all(np.asarray(c) == 0) for c in constants[1:])
+
+
+class ChannelLastPermuteRule(Passthrough):
+    """``ops.transpose`` / ``Permute`` that keep the channel axis last."""
+
+    def check(self, fn):
+        rank = len(fn.input_shapes[0])
+        dims = getattr(fn.op, "dims", None)  # Permute: 1-based, without the batch axis
+        axes = getattr(fn.op, "axes", None) if dims is None else [0, *dims]
+        if axes is None or int(axes[-1]) % rank != rank - 1:
+            return "moves the channel axis"
+        return super().check(fn)
+
+
+class GetItemRule(Passthrough):
+    """``x[...]`` indexing that takes the whole channel axis (spatial crops, strides)."""
+
+    def check(self, fn):
+        args = _keras.node_args(fn.node)
+        key = args[1] if len(args) > 1 else _keras.node_kwargs(fn.node).get("key")
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is None for k in key):
+            return "indexing that adds axes"
+        rank = len(fn.input_shapes[0])
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (rank - len(key) + 1) + key[i + 1 :]
+        key = key + (slice(None),) * (rank - len(key))
+        last = key[rank - 1] if len(key) >= rank else slice(None)
+        if not (isinstance(last, slice) and last == slice(None)) or len(key) > rank:
+            return "indexing that slices the channel axis"
+        if fn.output_shapes[0][-1] != fn.input_shapes[0][-1]:
+            return "indexing that changes the channel axis"
+        return super().check(fn)
+
+
+class SplitRule(Rule):
+    """``ops.split``: on the channel axis, output i holds positions [b_i, b_{i+1}) of the
+    input's layout; on another axis every output keeps the layout."""
+
+    mixes = False
+
+    def check(self, fn):
+        return None if len(fn.inputs) == 1 else "split of several tensors"
+
+    def zero_preserving(self, fn) -> bool:
+        return True
+
+    def carries_constants(self, fn) -> bool:
+        return True
+
+    def _on_channels(self, fn) -> bool:
+        rank = len(fn.input_shapes[0])
+        return int(getattr(fn.op, "axis", 0)) % rank == rank - 1
+
+    def _bounds(self, fn) -> list[int]:
+        return np.cumsum([s[-1] for s in fn.output_shapes]).tolist()
+
+    def propagate(self, ctx, fn) -> None:
+        layout = ctx.layout(fn.inputs[0])
+        start = 0
+        for t, end in zip(fn.outputs, self._bounds(fn)):
+            if self._on_channels(fn):
+                ctx.set(t, type(layout)(layout.gid[start:end], layout.ch[start:end]))
+                start = end
+            else:
+                ctx.set(t, layout)
+
+    def cut(self, layer, fn, in_keep, out_keep):
+        if not self._on_channels(fn):
+            return None
+        counts = [int(np.sum(np.asarray(in_keep) < b)) for b in self._bounds(fn)]
+        if any(b <= a for a, b in zip([0, *counts], counts)):
+            raise UnsupportedLayerError(
+                f"Split {fn.path!r} would give an empty part: keep at least one channel in "
+                f"each of its {len(counts)} parts. Received: kept counts up to each part "
+                f"end={counts}"
+            )
+        config = layer.get_config()
+        config["indices_or_sections"] = counts[:-1]
+        return config, None

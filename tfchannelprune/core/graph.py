@@ -78,6 +78,7 @@ class ChannelGraph:
         self._layouts: dict[int, Layout] = {}
         self._members: list[tuple[str, str, Layout]] = []
         self._gate_layouts: dict[str, Layout] = {}
+        self._split: dict[int, tuple[int, int, int]] = {}
         self.rules: list[rules.Rule] = []
         self._propagate()
         self.gate_points = self._place_gates()
@@ -175,6 +176,45 @@ class ChannelGraph:
                 if child in self._blocked:
                     self._blocked.setdefault(root, self._blocked[child])
         return base
+
+    def split_at(self, layout: Layout, bounds: list[int]) -> Layout:
+        """``layout`` with every group that runs across one of ``bounds`` (positions) split
+        there into sub-groups, everywhere it appears, so that each part of a channel split
+        can be coupled on its own (CSP blocks add one half to a block's output)."""
+        for b in bounds:
+            if 0 < b < len(layout):
+                g, c = self._find(int(layout.gid[b - 1])), int(layout.ch[b - 1])
+                if g == self._find(int(layout.gid[b])) and int(layout.ch[b]) == c + 1:
+                    self._refine(g, c + 1)
+                    layout = self._relabel(layout)
+        return layout
+
+    def _refine(self, root: int, at: int) -> None:
+        members = [m for m in range(len(self._parent)) if self._find(m) == root and self._size[m]]
+        self._split = {}
+        for m in members:
+            name, size = self._name[m], self._size[m]
+            low = self._add_group(f"{name}[:{at}]", (at,), self._blocked.get(root))
+            high = self._add_group(f"{name}[{at}:]", (size - at,), self._blocked.get(root))
+            self._split[m] = (int(low.gid[0]), int(high.gid[0]), at)
+            self._size[m] = 0
+        lows = [v[0] for v in self._split.values()]
+        highs = [v[1] for v in self._split.values()]
+        for subs in (lows, highs):
+            for s in subs[1:]:
+                self._parent[s] = subs[0]
+        self._layouts = {t: self._relabel(x) for t, x in self._layouts.items()}
+        self._members = [(p, r, self._relabel(x)) for p, r, x in self._members]
+        self._gate_layouts = {p: self._relabel(x) for p, x in self._gate_layouts.items()}
+
+    def _relabel(self, layout: Layout) -> Layout:
+        gid, ch = layout.gid.copy(), layout.ch.copy()
+        for m, (low, high, at) in self._split.items():
+            sel = layout.gid == m
+            upper = sel & (layout.ch >= at)
+            gid[sel & ~upper], gid[upper] = low, high
+            ch[upper] -= at
+        return Layout(gid, ch)
 
     @staticmethod
     def concat(layouts: list[Layout]) -> Layout:

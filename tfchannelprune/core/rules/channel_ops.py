@@ -104,6 +104,8 @@ class SplitRule(Rule):
 
     def propagate(self, ctx, fn) -> None:
         layout = ctx.layout(fn.inputs[0])
+        if self._on_channels(fn):
+            layout = ctx.split_at(layout, self._bounds(fn))
         start = 0
         for t, end in zip(fn.outputs, self._bounds(fn)):
             if self._on_channels(fn):

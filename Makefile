@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-0
+STAMP := $(VENV)/.installed-1
 
 .PHONY: install test demo gaze-demo lint bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic clean
 
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	# tfmot's schedule objects are tested as they are; --no-deps keeps tf_keras (and the full
 	# tensorflow package) out, and the package itself is never imported
 	$(PY) -m pip install -q --no-deps tensorflow-model-optimization==0.8.1 six
+	# keras_hub CNN models for the coverage zoo (tests/hub_zoo.py); --no-deps keeps
+	# tensorflow-text (and the full tensorflow package) out; image models do not need it
+	$(PY) -m pip install -q --no-deps keras-hub==0.32.0 kagglehub kagglesdk regex rich \
+		tokenizers pyyaml
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import keras
 
@@ -49,7 +50,9 @@ def _activation_name(layer) -> str | None:
     if act is None or isinstance(act, str):
         return act
     try:
-        name = keras.activations.serialize(act)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the "lambda is unsafe to serialize" warning
+            name = keras.activations.serialize(act)
     except Exception:  # noqa: BLE001 - e.g. a lambda whose source cannot be read
         name = None
     if isinstance(name, str):

@@ -183,3 +183,35 @@ def test_keras_hub_task_model_keeps_output_structure():
     _, small, plan, diff = cc.check_gated_equals_compact(model)
     assert plan and diff <= 1e-5
     assert isinstance(small, keras.Model) and small.output_shape == model.output_shape
+
+
+# ------------------------------------------------------------------------ grouped convs
+def grouped_model(groups=3):
+    inp = keras.Input((8, 8, 3))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(12, 3, padding="same", name="stem")(inp)))
+    x = L.Conv2D(12, 3, padding="same", groups=groups, name="grouped")(x)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    return keras.Model(inp, L.Dense(2)(L.GlobalAveragePooling2D()(x)), name="grouped_model")
+
+
+def test_grouped_conv_keeps_equal_group_widths():
+    model = grouped_model()
+    graph = tcp.ChannelGraph(model)
+    sizes = {g.name: g.size for g in graph.prunable_groups}
+    # 12 channels in 3 conv groups: position j of every group is one channel-graph group
+    assert sizes == {"stem[:4]": 4, "grouped": 4}
+    _, small, plan, diff = cc.check_gated_equals_compact(model)
+    assert diff <= 1e-5
+    conv = small.get_layer("grouped")
+    kept_in, kept_out = len(plan["stem[:4]"]), len(plan["grouped"])
+    assert conv.groups == 3 and conv.filters == 3 * kept_out
+    assert conv.kernel.shape == (3, 3, kept_in, 3 * kept_out)
+    assert small.get_layer("stem").filters == 3 * kept_in
+    macs = tcp.count_macs(small, per_layer=True)
+    assert macs["grouped"] == 8 * 8 * 9 * kept_in * 3 * kept_out
+
+
+def test_grouped_conv_other_fraction_and_groups():
+    _, _, plan, diff = cc.check_gated_equals_compact(grouped_model(groups=2), fraction=0.25)
+    assert plan and diff <= 1e-5

@@ -129,9 +129,12 @@ class ChannelGraph:
         return np.array([index.get(self._find(int(g)), -1) for g in gid], dtype=np.int64)
 
     # ----------------------------------------------------------------- rule context
-    def new_group(self, fn, index: int, blocked: str | None = None) -> Layout:
+    def new_group(self, fn, index: int, blocked: str | None = None, size=None) -> Layout:
+        """A new group for output ``index`` of ``fn`` (of ``size`` channels, default the
+        output's width)."""
         name = fn.path if len(fn.outputs) == 1 else f"{fn.path}:{index}"
-        return self._add_group(name, fn.output_shapes[index], blocked)
+        shape = fn.output_shapes[index] if size is None else (size,)
+        return self._add_group(name, shape, blocked)
 
     def _add_group(self, name: str, shape: tuple, blocked: str | None) -> Layout:
         size = int(shape[-1]) if len(shape) and shape[-1] is not None else 0

@@ -60,6 +60,7 @@ from tfchannelprune.core.rules.channelwise import (
     RescalingRule,
     SoftmaxRule,
 )
+from tfchannelprune.core.rules.grouped import ConvRule
 from tfchannelprune.core.rules.layout import ConcatRule, FlattenRule, MergeRule
 from tfchannelprune.core.rules.producers import (
     DenseRule,
@@ -72,7 +73,7 @@ from tfchannelprune.core.rules.traced import traced_elementwise as read_traced
 
 __all__ = [
     "AS_IS", "BARRIER_NOTE", "CHANNELWISE_ACTIVATIONS", "GATHERED", "ZERO_PRESERVING_ACTIVATIONS",
-    "ActivationRule", "BatchNormRule", "ChannelGateRule", "ChannelwiseParamRule", "ConcatRule",
+    "ActivationRule", "BatchNormRule", "ChannelGateRule", "ChannelwiseParamRule", "ConcatRule", "ConvRule",
     "CrossChannelNormRule", "DenseRule", "DepthwiseRule", "FlattenRule", "MergeRule", "OpRule",
     "PReLURule", "Passthrough", "ProducerRule", "RescalingRule", "Rule", "SeparableRule",
     "SoftmaxRule", "SplitRule", "SubsetExecution", "TransposeRule", "UnknownLayerRule", "WeightAxis",
@@ -113,7 +114,7 @@ def _build_registry() -> dict[type, Rule]:
     add(MergeRule(True), L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
     add(ConcatRule(), L.Concatenate)
     add(FlattenRule(), L.Flatten, L.Reshape)
-    add(ProducerRule(), L.Conv1D, L.Conv2D, L.Conv3D)
+    add(ConvRule(), L.Conv1D, L.Conv2D, L.Conv3D)
     add(TransposeRule(), L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
     add(SeparableRule(), L.SeparableConv1D, L.SeparableConv2D)
     add(DepthwiseRule(), L.DepthwiseConv1D, L.DepthwiseConv2D)

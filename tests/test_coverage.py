@@ -109,6 +109,7 @@ def composite_model():
     x = ConvBlock(6, name="block")(L.Conv2D(6, 3, name="stem")(inp))
     x = ops.image.resize(ops.transpose(x, (0, 2, 1, 3)), (12, 12))
     x = x[:, 1:, :, :]
+    x = ops.reshape(ops.reshape(x, (-1, 11 * 12, 6)), (-1, 11, 12, 6))
     pooled = L.GlobalAveragePooling2D()(x)
     outputs = {"logits": L.Dense(2)(pooled), "score": L.Dense(1)(pooled)}
     return keras.Model(inp, outputs, name="composite")

@@ -46,6 +46,7 @@ from tfchannelprune.core.rules.channel_ops import (
     ChannelLastPermuteRule,
     GetItemRule,
     PadRule,
+    ReshapeOpRule,
     SpatialReduceRule,
     SplitRule,
 )
@@ -130,6 +131,7 @@ def _build_registry() -> dict[type, Rule]:
     # channel operations (split, pad, spatial reductions, transposes, indexing, resizing)
     add(SpatialReduceRule(), *ops("numpy", "Mean", "Sum", "Max", "Min", "Amax", "Amin"))
     add(SplitRule(), *ops("numpy", "Split"))
+    add(ReshapeOpRule(), *ops("numpy", "Reshape"))
     add(PadRule(), *ops("numpy", "Pad"))
     add(ChannelLastPermuteRule(), *ops("numpy", "Transpose"), L.Permute)
     add(GetItemRule(), *ops("numpy", "GetItem"), *ops("core", "GetItem"))

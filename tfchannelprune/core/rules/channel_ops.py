@@ -1,6 +1,6 @@
 """Rules for operations that move, reduce or slice tensors without mixing channels: spatial
 reductions (``ops.mean``/``sum``/``max`` over spatial axes), padding, casts, transposes that
-keep the channel axis last, resizing, ``x[...]`` indexing and ``ops.split`` (on the channel
+keep the channel axis last, ``ops.reshape``, resizing, ``x[...]`` indexing and ``ops.split`` (on the channel
 axis it slices the layout; ``compact`` moves the split points to the kept channels)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from tfchannelprune import _keras
-from tfchannelprune.core.rules.base import Passthrough, Rule
+from tfchannelprune.core.rules.base import Passthrough, Rule, masked
+from tfchannelprune.core.rules.layout import FlattenRule
 from tfchannelprune.errors import UnsupportedLayerError
 
 
@@ -127,3 +128,18 @@ class SplitRule(Rule):
         config = layer.get_config()
         config["indices_or_sections"] = counts[:-1]
         return config, None
+
+
+class ReshapeOpRule(FlattenRule):
+    """``ops.reshape`` keeping the channel axis last or flattening (h, w, c): as the Reshape
+    layer, with the new shape's last entry (when not -1) set to the kept width."""
+
+    def subset(self, fn):
+        return masked("the reshape's new shape holds the full channel count")
+
+    def cut(self, layer, fn, in_keep, out_keep):
+        shape = list(layer.get_config()["newshape"])
+        if shape[-1] == -1:
+            return None
+        shape[-1] = len(out_keep)
+        return {**layer.get_config(), "newshape": tuple(shape)}, None

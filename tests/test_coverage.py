@@ -216,3 +216,15 @@ def test_grouped_conv_keeps_equal_group_widths():
 def test_grouped_conv_other_fraction_and_groups():
     _, _, plan, diff = cc.check_gated_equals_compact(grouped_model(groups=2), fraction=0.25)
     assert plan and diff <= 1e-5
+
+
+def test_layers_inside_a_traced_layer_follow_the_training_flag():
+    gated = tcp.wrap(composite_model())
+    bn = gated.get_layer("block").get_layer("bn")
+    before = bn.moving_mean.numpy().copy()
+    x = cc.sample_input(gated, batch=4)
+    gated.compile("sgd", {"logits": "mse", "score": "mse"})
+    gated.fit(x, {"logits": np.zeros((4, 2)), "score": np.zeros((4, 1))}, epochs=1, verbose=0)
+    assert not np.allclose(bn.moving_mean.numpy(), before)  # BN trained: training=True reached it
+    y = gated(x, training=False)["logits"]
+    assert np.allclose(y, gated.predict(x, verbose=0)["logits"], atol=1e-5)

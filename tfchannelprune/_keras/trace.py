@@ -63,6 +63,10 @@ def _first_failure(exc: BaseException) -> str:
 
 
 def _call_kwargs(layer, kwargs: dict) -> dict:
+    """Inference mode (``training=False``) for the Python code of ``call``. The Keras layers
+    inside still follow the flag the model is run with: a Functional model passes its own
+    ``training`` to every layer call, so a BatchNormalization inside trains when the pruned
+    model is fine-tuned."""
     kwargs = dict(kwargs)
     params = inspect.signature(layer.call).parameters
     if "training" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):

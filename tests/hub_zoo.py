@@ -113,6 +113,16 @@ def cspdarknet():
     )  # fmt: skip
 
 
+def cspnet(stage_type="cs3", groups=1, name="cspnet_cs3"):
+    """Cross-stage bottleneck stages; ``groups=2`` makes the 3x3 convs grouped."""
+    return _hub().CSPNetBackbone(
+        stem_filters=8, stem_kernel_size=3, stem_strides=2, stackwise_depth=[1, 2],
+        stackwise_strides=[2, 2], stackwise_num_filters=[16, 32], block_type="bottleneck_block",
+        stage_type=stage_type, groups=groups, expand_ratio=[2.0], bottle_ratio=[0.5],
+        down_growth=stage_type == "csp", image_shape=(SIZE, SIZE, 3), name=name,
+    )  # fmt: skip
+
+
 def xception():
     return _hub().XceptionBackbone(
         stackwise_conv_filters=[[8, 16], [32, 32], [48, 48], [64, 64]],
@@ -174,11 +184,14 @@ HUB_MODELS = {
     "resnet_v1": resnet,
     "resnet_v2": lambda: resnet("basic_block", True, "resnet_v2"),
     "resnet_vd": resnet_vd,
+    "resnet_bottleneck": lambda: resnet("bottleneck_block", False, "resnet_bottleneck"),
     "mobilenetv3": mobilenetv3,
     "efficientnet_v1": efficientnet_v1,
     "efficientnet_v2": efficientnet_v2,
     "densenet": densenet,
     "cspdarknet": cspdarknet,
+    "cspnet_cs3": cspnet,
+    "cspnet_grouped": lambda: cspnet("csp", 2, "cspnet_grouped"),
     "xception": xception,
     "vgg": vgg,
     "hgnetv2": hgnetv2,

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-1
 
-.PHONY: install test demo gaze-demo lint bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic clean
+.PHONY: install test demo gaze-demo lint bench-coverage bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ demo: $(STAMP)
 
 gaze-demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) examples/gaze.py --out saved_models/gaze
+
+bench-coverage: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/coverage.py
 
 bench-dynamic: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/dynamic.py

@@ -228,3 +228,22 @@ def test_layers_inside_a_traced_layer_follow_the_training_flag():
     assert not np.allclose(bn.moving_mean.numpy(), before)  # BN trained: training=True reached it
     y = gated(x, training=False)["logits"]
     assert np.allclose(y, gated.predict(x, verbose=0)["logits"], atol=1e-5)
+
+
+def test_channel_slices_of_a_concatenation_and_of_a_group():
+    inp = keras.Input((8, 8, 3))
+    a = L.Conv2D(6, 3, padding="same", name="a")(inp)
+    b = L.Conv2D(4, 3, padding="same", name="b")(inp)
+    x = ops.relu(ops.concatenate([a, b], axis=-1))
+    left, right, mid = x[..., :6], x[:, :, :, 6:], x[..., 2:8]  # a; b; part of a and of b
+    y = L.Conv2D(4, 1, name="left")(left) + L.Conv2D(4, 1, name="right")(right)
+    y = y + L.Conv2D(4, 1, name="mid")(mid)
+    model = keras.Model(inp, L.Dense(2)(L.GlobalAveragePooling2D()(y)))
+    graph = tcp.ChannelGraph(model)
+    assert {g.name for g in graph.prunable_groups} == {"a", "b", "left"}
+    _, small, plan, diff = cc.check_gated_equals_compact(model, fraction=0.5)
+    assert diff <= 1e-5
+    kept_mid = int((np.asarray(plan["a"]) >= 2).sum() + (np.asarray(plan["b"]) < 2).sum())
+    assert small.get_layer("mid").kernel.shape[2] == kept_mid
+    with pytest.raises(tcp.UnsupportedLayerError, match="no channel"):
+        tcp.compact(model, plan={"a": [0, 1], "b": [2, 3]})  # mid = a[2:6] + b[0:2]: empty

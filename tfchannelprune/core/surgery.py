@@ -68,9 +68,11 @@ def compact(
             return cache[id(op)]
         if not isinstance(op, keras.layers.Layer):
             cut = node_cut(graph, *by_path[path], masks)[2] if path in by_path else None
-            cache[id(op)] = (
-                _keras.clone_operation(op) if cut is None else type(op).from_config(cut[0])
-            )
+            if cut is None:
+                cache[id(op)] = _keras.clone_operation(op)
+            else:  # a new config, or a replacement call (an argument changes, e.g. a slice)
+                config = cut[0]
+                cache[id(op)] = config if callable(config) else type(op).from_config(config)
             return cache[id(op)]
         _, out_keep, cut = node_cut(graph, *by_path[path], masks)
         config, weights = cut if cut is not None else (None, None)

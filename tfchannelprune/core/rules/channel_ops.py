@@ -60,25 +60,52 @@ class ChannelLastPermuteRule(Passthrough):
 
 
 class GetItemRule(Passthrough):
-    """``x[...]`` indexing that takes the whole channel axis (spatial crops, strides)."""
+    """``x[...]`` indexing: spatial crops and strides keep the layout; a ``a:b`` slice of the
+    channel axis (say, one part of a concatenation) takes those positions of the layout, and
+    ``compact`` moves its bounds to the kept channels."""
 
-    def check(self, fn):
+    def _key(self, fn) -> tuple | None:
+        """The key with one entry per axis, or None for keys that add or drop axes."""
         args = _keras.node_args(fn.node)
         key = args[1] if len(args) > 1 else _keras.node_kwargs(fn.node).get("key")
         key = key if isinstance(key, tuple) else (key,)
-        if any(k is None for k in key):
-            return "indexing that adds axes"
         rank = len(fn.input_shapes[0])
+        if any(k is None for k in key) or key.count(Ellipsis) > 1:
+            return None
         if Ellipsis in key:
             i = key.index(Ellipsis)
             key = key[:i] + (slice(None),) * (rank - len(key) + 1) + key[i + 1 :]
         key = key + (slice(None),) * (rank - len(key))
-        last = key[rank - 1] if len(key) >= rank else slice(None)
-        if not (isinstance(last, slice) and last == slice(None)) or len(key) > rank:
-            return "indexing that slices the channel axis"
-        if fn.output_shapes[0][-1] != fn.input_shapes[0][-1]:
-            return "indexing that changes the channel axis"
+        return key if len(key) == rank else None
+
+    def check(self, fn):
+        key = self._key(fn)
+        if key is None:
+            return "indexing that adds axes"
+        last = key[-1]
+        if not isinstance(last, slice) or last.step not in (None, 1):
+            return "indexing that takes single channels or strides over the channel axis"
         return super().check(fn)
+
+    def propagate(self, ctx, fn) -> None:
+        layout = ctx.layout(fn.inputs[0])
+        last = self._key(fn)[-1]
+        ctx.set(fn.outputs[0], type(layout)(layout.gid[last], layout.ch[last]))
+
+    def cut(self, layer, fn, in_keep, out_keep):
+        """A replacement call: the same key with the channel slice over the kept positions."""
+        key = self._key(fn)
+        width = fn.input_shapes[0][-1]
+        start, stop, _ = key[-1].indices(width)
+        kept = np.asarray(in_keep)
+        new = slice(int(np.sum(kept < start)), int(np.sum(kept < stop)))
+        if new.stop <= new.start:
+            raise UnsupportedLayerError(
+                f"Indexing {fn.path!r} would take no channel: keep at least one of positions "
+                f"{start}..{stop - 1}. Received: {len(kept)} kept positions"
+            )
+        new_key = key[:-1] + (new,)
+        return (lambda x, *args, **kwargs: x[new_key]), None
 
 
 class SplitRule(Rule):

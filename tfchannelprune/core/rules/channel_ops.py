@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfchannelprune import _keras
-from tfchannelprune.core.rules.base import Passthrough, Rule, masked
+from tfchannelprune.core.rules.base import AS_IS, Passthrough, Rule, masked
 from tfchannelprune.core.rules.layout import FlattenRule
 from tfchannelprune.errors import UnsupportedLayerError
 
@@ -87,6 +87,11 @@ class GetItemRule(Passthrough):
             return "indexing that takes single channels or strides over the channel axis"
         return super().check(fn)
 
+    def subset(self, fn):
+        if self._key(fn)[-1] != slice(None):
+            return masked("the channel slice's bounds are positions of the full tensor")
+        return super().subset(fn)
+
     def propagate(self, ctx, fn) -> None:
         layout = ctx.layout(fn.inputs[0])
         last = self._key(fn)[-1]
@@ -126,6 +131,11 @@ class SplitRule(Rule):
     def _on_channels(self, fn) -> bool:
         rank = len(fn.input_shapes[0])
         return int(getattr(fn.op, "axis", 0)) % rank == rank - 1
+
+    def subset(self, fn):
+        return masked("the split points are positions of the full tensor") if (
+            self._on_channels(fn)
+        ) else AS_IS
 
     def _bounds(self, fn) -> list[int]:
         return np.cumsum([s[-1] for s in fn.output_shapes]).tolist()

@@ -208,6 +208,7 @@ def _output_shapes(node, ins, in_shapes) -> list[tuple]:
     try:
         specs = {id(t): keras.KerasTensor(s, dtype=t.dtype) for t, s in zip(ins, in_shapes)}
         args, kwargs = node.arguments.fill_in(specs)
-        return [_shape(t) for t in tree.flatten(node.operation.compute_output_spec(*args, **kwargs))]
+        specs = node.operation.compute_output_spec(*args, **kwargs)
+        return [_shape(t) for t in tree.flatten(specs)]
     except Exception:  # noqa: BLE001 - keep the nested graph's own (less precise) shapes
         return own

@@ -44,7 +44,9 @@ def rebuild(
         nested = id(op) in traced or _is_graph_model(op)
         if nested:
             inner = traced.get(id(op), op)
-            arg_shapes = [tuple(t.shape) for t in tree.flatten((args, kwargs)) if hasattr(t, "shape")]
+            arg_shapes = [
+                tuple(t.shape) for t in tree.flatten((args, kwargs)) if hasattr(t, "shape")
+            ]
             new_op = rebuild(inner, layer_fn, after_fn, built_fn, path + "/", arg_shapes, traced)
             if id(op) in traced:
                 outputs = new_op(trace.call_inputs(args, kwargs))
@@ -66,8 +68,14 @@ def rebuild(
     outputs = [tensors[id(t)] for t in functional.outputs]
     inputs_struct = getattr(functional, "_inputs_struct", None)
     outputs_struct = getattr(functional, "_outputs_struct", None)
-    inputs = tree.pack_sequence_as(inputs_struct, new_inputs) if inputs_struct is not None else new_inputs
-    outputs = tree.pack_sequence_as(outputs_struct, outputs) if outputs_struct is not None else outputs
+    inputs = (
+        tree.pack_sequence_as(inputs_struct, new_inputs)
+        if inputs_struct is not None
+        else new_inputs
+    )
+    outputs = (
+        tree.pack_sequence_as(outputs_struct, outputs) if outputs_struct is not None else outputs
+    )
     return keras.Model(inputs, outputs, name=model.name)
 
 

@@ -142,10 +142,9 @@ def trace_model(model) -> keras.Model:
     cached = _CACHE.get(model)
     if cached is not None and not isinstance(cached[1], TraceError):
         return cached[1]
+    dtype = getattr(model, "input_dtype", None) or "float32"
     specs = [
-        tree.map_shape_structure(
-            lambda s: keras.KerasTensor((None, *tuple(s)[1:]), dtype=getattr(model, "input_dtype", None) or "float32"), shape
-        )
+        tree.map_shape_structure(lambda s: keras.KerasTensor((None, *tuple(s)[1:]), dtype), shape)
         for shape in shapes.values()
     ]
     return trace_layer(model, specs, {})

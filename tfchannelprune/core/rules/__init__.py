@@ -74,10 +74,11 @@ from tfchannelprune.core.rules.traced import traced_elementwise as read_traced
 
 __all__ = [
     "AS_IS", "BARRIER_NOTE", "CHANNELWISE_ACTIVATIONS", "GATHERED", "ZERO_PRESERVING_ACTIVATIONS",
-    "ActivationRule", "BatchNormRule", "ChannelGateRule", "ChannelwiseParamRule", "ConcatRule", "ConvRule",
-    "CrossChannelNormRule", "DenseRule", "DepthwiseRule", "FlattenRule", "MergeRule", "OpRule",
-    "PReLURule", "Passthrough", "ProducerRule", "RescalingRule", "Rule", "SeparableRule",
-    "SoftmaxRule", "SplitRule", "SubsetExecution", "TransposeRule", "UnknownLayerRule", "WeightAxis",
+    "ActivationRule", "BatchNormRule", "ChannelGateRule", "ChannelwiseParamRule", "ConcatRule",
+    "ConvRule", "CrossChannelNormRule", "DenseRule", "DepthwiseRule", "FlattenRule", "MergeRule",
+    "OpRule", "PReLURule", "Passthrough", "ProducerRule", "RescalingRule", "Rule",
+    "SeparableRule", "SoftmaxRule", "SplitRule", "SubsetExecution", "TransposeRule",
+    "UnknownLayerRule", "WeightAxis",
     "barrier", "get", "masked", "prod", "register_rule", "registered", "traceable",
     "traced_elementwise",
 ]  # fmt: skip

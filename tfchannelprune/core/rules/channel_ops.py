@@ -1,7 +1,10 @@
 """Rules for operations that move, reduce or slice tensors without mixing channels: spatial
 reductions (``ops.mean``/``sum``/``max`` over spatial axes), padding, casts, transposes that
-keep the channel axis last, ``ops.reshape``, resizing, ``x[...]`` indexing and ``ops.split`` (on the channel
-axis it slices the layout; ``compact`` moves the split points to the kept channels)."""
+keep the channel axis last, ``ops.reshape``, resizing, ``x[...]`` indexing and ``ops.split``
+(on the channel axis both slice the layout; ``compact`` moves the bounds to the kept channels).
+
+For a ``keras.ops`` operation, ``cut`` returns a config for a new operation of the same class,
+or (GetItem, whose key is a call argument) a replacement callable taking the same arguments."""
 
 from __future__ import annotations
 

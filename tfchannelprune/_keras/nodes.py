@@ -61,3 +61,8 @@ def operation_class(module: str, name: str):
     """The class of a ``keras.ops`` operation as it appears in functional graphs
     (``operation_class("numpy", "Add")``), or None when this Keras has none."""
     return getattr(getattr(keras.src.ops, module), name, None)
+
+
+def node_args(node) -> tuple:
+    """The positional arguments of a call as recorded (tensors and constants)."""
+    return tuple(node.arguments.args)

@@ -8,7 +8,8 @@ from typing import Any
 import keras
 from keras import tree
 
-from tfchannelprune._keras.graph import functional_view, is_model, nodes_in_order
+from tfchannelprune._keras import trace
+from tfchannelprune._keras.graph import _is_graph_model, functional_view, nodes_in_order
 
 # A layer_fn gets (path, op) and returns the operation to call, or None to drop the call
 # (its first argument passes through unchanged). An after_fn gets (path, original output
@@ -25,13 +26,16 @@ def rebuild(
     built_fn: BuiltFn | None = None,
     prefix: str = "",
     input_shapes: list | None = None,
+    traced: dict | None = None,
 ) -> keras.Model:
     """Replay ``model``'s graph on new inputs; keeps names and nesting.
 
     ``built_fn(path, old_op, new_op)`` runs after a replaced layer has been called (so it is
-    built) and is where weights get assigned.
+    built) and is where weights get assigned. ``traced`` ({id(layer): traced model}, from
+    ``FlatGraph.traced``) names the layers replayed from their traced graph.
     """
-    functional = functional_view(model)
+    traced = traced or {}
+    functional = traced.get(id(model)) or functional_view(model)
     shapes = input_shapes or [None] * len(functional.inputs)
     new_inputs = [_copy_input(t, s) for t, s in zip(functional.inputs, shapes)]
     tensors = {id(t): n for t, n in zip(functional.inputs, new_inputs)}
@@ -39,12 +43,17 @@ def rebuild(
         op = node.operation
         path = prefix + op.name
         args, kwargs = node.arguments.fill_in(tensors)
-        if is_model(op):
+        nested = id(op) in traced or _is_graph_model(op)
+        if nested:
+            inner = traced.get(id(op), op)
             arg_shapes = [
                 tuple(t.shape) for t in tree.flatten((args, kwargs)) if hasattr(t, "shape")
             ]
-            new_op = rebuild(op, layer_fn, after_fn, built_fn, path + "/", arg_shapes)
-            outputs = new_op(*args, **kwargs)
+            new_op = rebuild(inner, layer_fn, after_fn, built_fn, path + "/", arg_shapes, traced)
+            if id(op) in traced:
+                outputs = new_op(trace.call_inputs(args, kwargs))
+            else:
+                outputs = new_op(*args, **kwargs)
         else:
             new_op = layer_fn(path, op)
             if new_op is None:
@@ -55,7 +64,7 @@ def rebuild(
                     built_fn(path, op, new_op)
         flat_outputs = tree.flatten(outputs)
         for old, new in zip(node.outputs, flat_outputs):
-            if after_fn is not None and not is_model(op):
+            if after_fn is not None and not nested:
                 new = after_fn(path, id(old), new)
             tensors[id(old)] = new
     outputs = [tensors[id(t)] for t in functional.outputs]
@@ -82,7 +91,13 @@ def clone_layer(layer, config: dict | None = None):
     """A fresh layer of the same class from ``config`` (default: the layer's own)."""
     if isinstance(layer, keras.layers.Lambda) and config is None:
         return layer  # stateless; re-creating it from config would need unsafe deserialization
-    config = layer.get_config() if config is None else config
+    if config is None:
+        try:
+            config = layer.get_config()
+        except NotImplementedError:  # a config-less layer (keras_hub passes objects to some)
+            if layer.weights:
+                raise
+            return layer  # stateless: calling the same object in the new model is safe
     return type(layer).from_config(config)
 
 

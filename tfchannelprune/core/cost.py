@@ -15,6 +15,7 @@ from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import keep_masks
 from tfchannelprune.core.surgery import node_cut, node_keeps
+from tfchannelprune.errors import UnsupportedModelError
 
 
 def _graph_and_masks(model, plan=None):
@@ -46,8 +47,22 @@ def macs_for(graph, masks, per_layer: bool = False):
         # the layer type's own rule, also where the call is a barrier (a grouped conv ...)
         rule = rules.get(fn.op)
         in_w, out_w = _widths(graph, fn, masks)
-        result[fn.path] = result.get(fn.path, 0) + int(rule.macs(fn, in_w, out_w))
+        result[fn.path] = result.get(fn.path, 0) + int(_macs(rule, fn, in_w, out_w))
     return result if per_layer else int(sum(result.values()))
+
+
+def _macs(rule, fn, in_w, out_w) -> int:
+    try:
+        return rule.macs(fn, in_w, out_w)
+    except TypeError:
+        shapes = list(fn.input_shapes) + list(fn.output_shapes)
+        if not any(None in tuple(s)[1:] for s in shapes):
+            raise
+        raise UnsupportedModelError(
+            f"count_macs needs the spatial size of {fn.path!r}, which the model leaves "
+            "unknown. Build the model (or the outer model calling it) on a fixed input size, "
+            f"e.g. keras.Input((224, 224, 3)). Received: shapes={shapes}"
+        ) from None
 
 
 def count_params(model, per_layer: bool = False, plan=None):

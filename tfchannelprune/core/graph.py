@@ -70,7 +70,7 @@ class ChannelGraph:
 
     def __init__(self, model):
         self.model = model
-        self.flat = _keras.flatten_graph(model)
+        self.flat = _keras.flatten_graph(model, rules.traceable)
         self._parent: list[int] = []
         self._size: list[int] = []
         self._name: list[str] = []
@@ -78,6 +78,7 @@ class ChannelGraph:
         self._layouts: dict[int, Layout] = {}
         self._members: list[tuple[str, str, Layout]] = []
         self._gate_layouts: dict[str, Layout] = {}
+        self._split: dict[int, tuple[int, int, int]] = {}
         self.rules: list[rules.Rule] = []
         self._propagate()
         self.gate_points = self._place_gates()
@@ -128,9 +129,12 @@ class ChannelGraph:
         return np.array([index.get(self._find(int(g)), -1) for g in gid], dtype=np.int64)
 
     # ----------------------------------------------------------------- rule context
-    def new_group(self, fn, index: int, blocked: str | None = None) -> Layout:
+    def new_group(self, fn, index: int, blocked: str | None = None, size=None) -> Layout:
+        """A new group for output ``index`` of ``fn`` (of ``size`` channels, default the
+        output's width)."""
         name = fn.path if len(fn.outputs) == 1 else f"{fn.path}:{index}"
-        return self._add_group(name, fn.output_shapes[index], blocked)
+        shape = fn.output_shapes[index] if size is None else (size,)
+        return self._add_group(name, shape, blocked)
 
     def _add_group(self, name: str, shape: tuple, blocked: str | None) -> Layout:
         size = int(shape[-1]) if len(shape) and shape[-1] is not None else 0
@@ -176,6 +180,45 @@ class ChannelGraph:
                     self._blocked.setdefault(root, self._blocked[child])
         return base
 
+    def split_at(self, layout: Layout, bounds: list[int]) -> Layout:
+        """``layout`` with every group that runs across one of ``bounds`` (positions) split
+        there into sub-groups, everywhere it appears, so that each part of a channel split
+        can be coupled on its own (CSP blocks add one half to a block's output)."""
+        for b in bounds:
+            if 0 < b < len(layout):
+                g, c = self._find(int(layout.gid[b - 1])), int(layout.ch[b - 1])
+                if g == self._find(int(layout.gid[b])) and int(layout.ch[b]) == c + 1:
+                    self._refine(g, c + 1)
+                    layout = self._relabel(layout)
+        return layout
+
+    def _refine(self, root: int, at: int) -> None:
+        members = [m for m in range(len(self._parent)) if self._find(m) == root and self._size[m]]
+        self._split = {}
+        for m in members:
+            name, size = self._name[m], self._size[m]
+            low = self._add_group(f"{name}[:{at}]", (at,), self._blocked.get(root))
+            high = self._add_group(f"{name}[{at}:]", (size - at,), self._blocked.get(root))
+            self._split[m] = (int(low.gid[0]), int(high.gid[0]), at)
+            self._size[m] = 0
+        lows = [v[0] for v in self._split.values()]
+        highs = [v[1] for v in self._split.values()]
+        for subs in (lows, highs):
+            for s in subs[1:]:
+                self._parent[s] = subs[0]
+        self._layouts = {t: self._relabel(x) for t, x in self._layouts.items()}
+        self._members = [(p, r, self._relabel(x)) for p, r, x in self._members]
+        self._gate_layouts = {p: self._relabel(x) for p, x in self._gate_layouts.items()}
+
+    def _relabel(self, layout: Layout) -> Layout:
+        gid, ch = layout.gid.copy(), layout.ch.copy()
+        for m, (low, high, at) in self._split.items():
+            sel = layout.gid == m
+            upper = sel & (layout.ch >= at)
+            gid[sel & ~upper], gid[upper] = low, high
+            ch[upper] -= at
+        return Layout(gid, ch)
+
     @staticmethod
     def concat(layouts: list[Layout]) -> Layout:
         return Layout(
@@ -206,6 +249,8 @@ class ChannelGraph:
             self.set(tensor, self._add_group(name, flat.shapes[tensor], "model input"))
         for fn in flat.nodes:
             rule = rules.get(fn.op)
+            if fn.path in flat.leaf_traces:
+                rule = rules.traced_elementwise(flat.leaf_traces[fn.path])
             reason = self._why_barrier(fn, rule)
             if reason is not None:
                 rule = rules.Rule()
@@ -216,11 +261,12 @@ class ChannelGraph:
         for tensor in flat.outputs:
             self.block(self._layouts[tensor], "model output")
 
-    @staticmethod
-    def _why_barrier(fn, rule) -> str | None:
+    def _why_barrier(self, fn, rule: rules.Rule) -> str | None:
         if not rule.known:
-            return f"{type(fn.op).__name__} {fn.path!r} is {rules.BARRIER_NOTE}"
-        if fn.shared:
+            why = self.flat.untraced.get(fn.path)
+            note = f" and {why}" if why else ""
+            return f"{type(fn.op).__name__} {fn.path!r} is {rules.BARRIER_NOTE}{note}"
+        if fn.shared and (getattr(fn.op, "weights", None) or type(rule).cut is not rules.Rule.cut):
             return f"{fn.path!r} is called more than once (shared weights)"
         for shape in list(fn.input_shapes) + list(fn.output_shapes):
             if len(shape) < 2 or shape[-1] is None:

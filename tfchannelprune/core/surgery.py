@@ -67,7 +67,12 @@ def compact(
         if id(op) in cache:
             return cache[id(op)]
         if not isinstance(op, keras.layers.Layer):
-            cache[id(op)] = _keras.clone_operation(op)
+            cut = node_cut(graph, *by_path[path], masks)[2] if path in by_path else None
+            if cut is None:
+                cache[id(op)] = _keras.clone_operation(op)
+            else:  # a new config, or a replacement call (an argument changes, e.g. a slice)
+                config = cut[0]
+                cache[id(op)] = config if callable(config) else type(op).from_config(config)
             return cache[id(op)]
         _, out_keep, cut = node_cut(graph, *by_path[path], masks)
         config, weights = cut if cut is not None else (None, None)
@@ -84,7 +89,7 @@ def compact(
         elif old.weights:
             new.set_weights(old.get_weights())
 
-    return _keras.rebuild(model, layer_fn, None, built_fn)
+    return _keras.rebuild(model, layer_fn, None, built_fn, traced=graph.flat.traced)
 
 
 def _shift_bias(layer, config, weights, shift, out_keep):

@@ -56,7 +56,7 @@ def wrap(model) -> keras.Model:
         used.add(name)
         return ChannelGate(point.width, name=name)(y)
 
-    return _keras.rebuild(model, _cloner(), after_fn, _copy_weights)
+    return _keras.rebuild(model, _cloner(), after_fn, _copy_weights, traced=graph.flat.traced)
 
 
 def strip(model) -> keras.Model:

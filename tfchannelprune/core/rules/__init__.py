@@ -37,9 +37,18 @@ from tfchannelprune.core.rules.base import (
     SubsetExecution,
     UnknownLayerRule,
     WeightAxis,
+    _activation_name,
     barrier,
     masked,
     prod,
+)
+from tfchannelprune.core.rules.channel_ops import (
+    ChannelLastPermuteRule,
+    GetItemRule,
+    PadRule,
+    ReshapeOpRule,
+    SpatialReduceRule,
+    SplitRule,
 )
 from tfchannelprune.core.rules.channelwise import (
     ActivationRule,
@@ -52,6 +61,7 @@ from tfchannelprune.core.rules.channelwise import (
     RescalingRule,
     SoftmaxRule,
 )
+from tfchannelprune.core.rules.grouped import ConvRule
 from tfchannelprune.core.rules.layout import ConcatRule, FlattenRule, MergeRule
 from tfchannelprune.core.rules.producers import (
     DenseRule,
@@ -60,14 +70,17 @@ from tfchannelprune.core.rules.producers import (
     SeparableRule,
     TransposeRule,
 )
+from tfchannelprune.core.rules.traced import traced_elementwise as read_traced
 
 __all__ = [
     "AS_IS", "BARRIER_NOTE", "CHANNELWISE_ACTIVATIONS", "GATHERED", "ZERO_PRESERVING_ACTIVATIONS",
     "ActivationRule", "BatchNormRule", "ChannelGateRule", "ChannelwiseParamRule", "ConcatRule",
-    "CrossChannelNormRule", "DenseRule", "DepthwiseRule", "FlattenRule", "MergeRule", "OpRule",
-    "PReLURule", "Passthrough", "ProducerRule", "RescalingRule", "Rule", "SeparableRule",
-    "SoftmaxRule", "SubsetExecution", "TransposeRule", "UnknownLayerRule", "WeightAxis",
-    "barrier", "get", "masked", "prod", "register_rule", "registered",
+    "ConvRule", "CrossChannelNormRule", "DenseRule", "DepthwiseRule", "FlattenRule", "MergeRule",
+    "OpRule", "PReLURule", "Passthrough", "ProducerRule", "RescalingRule", "Rule",
+    "SeparableRule", "SoftmaxRule", "SplitRule", "SubsetExecution", "TransposeRule",
+    "UnknownLayerRule", "WeightAxis",
+    "barrier", "get", "masked", "prod", "register_rule", "registered", "traceable",
+    "traced_elementwise",
 ]  # fmt: skip
 
 
@@ -103,7 +116,7 @@ def _build_registry() -> dict[type, Rule]:
     add(MergeRule(True), L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
     add(ConcatRule(), L.Concatenate)
     add(FlattenRule(), L.Flatten, L.Reshape)
-    add(ProducerRule(), L.Conv1D, L.Conv2D, L.Conv3D)
+    add(ConvRule(), L.Conv1D, L.Conv2D, L.Conv3D)
     add(TransposeRule(), L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
     add(SeparableRule(), L.SeparableConv1D, L.SeparableConv2D)
     add(DepthwiseRule(), L.DepthwiseConv1D, L.DepthwiseConv2D)
@@ -116,6 +129,15 @@ def _build_registry() -> dict[type, Rule]:
     add(OpRule(True), *ops("numpy", "Tanh", "Negative", "Absolute", "Square"))
     add(OpRule(False), *ops("nn", "Sigmoid", "HardSigmoid", "Softplus", "LogSigmoid"))
     add(OpRule(True), *ops("numpy", "TrueDivide", "Divide"))
+    # channel operations (split, pad, spatial reductions, transposes, indexing, resizing)
+    add(SpatialReduceRule(), *ops("numpy", "Mean", "Sum", "Max", "Min", "Amax", "Amin"))
+    add(SplitRule(), *ops("numpy", "Split"))
+    add(ReshapeOpRule(), *ops("numpy", "Reshape"))
+    add(PadRule(), *ops("numpy", "Pad"))
+    add(ChannelLastPermuteRule(), *ops("numpy", "Transpose"), L.Permute)
+    add(GetItemRule(), *ops("numpy", "GetItem"), *ops("core", "GetItem"))
+    add(OpRule(True), *ops("core", "Cast"), *ops("numpy", "Sqrt"))
+    add(Passthrough(True), L.Resizing, *ops("image", "Resize", "PadImages", "CropImages"))
     return registry
 
 _REGISTRY: dict[type, Rule] | None = None
@@ -164,6 +186,21 @@ def _registry() -> dict[type, Rule]:
         _REGISTRY = _build_registry()
         _REGISTRY[ChannelGate] = ChannelGateRule()
     return _REGISTRY
+
+
+def traceable(op) -> bool:
+    """Whether a layer should be traced (its ``call`` replayed on symbolic inputs) and
+    inlined: a layer of a class without a rule, or an Activation of a custom function."""
+    if not isinstance(op, keras.layers.Layer) or isinstance(op, ChannelGate):
+        return False
+    if type(op) is keras.layers.Activation:
+        return _activation_name(op).startswith("custom function")
+    return not get(op).known
+
+
+def traced_elementwise(traced) -> Rule:
+    """The rule of a kept-whole custom layer, read from its traced graph."""
+    return read_traced(traced, get)
 
 
 def get(op) -> Rule:

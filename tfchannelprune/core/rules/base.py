@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import keras
 
@@ -43,10 +44,20 @@ def prod(values) -> int:
 
 
 def _activation_name(layer) -> str | None:
+    """The registered name of a layer's activation; a custom function gets a name that no
+    rule knows (``keras.activations.serialize`` returns a dict for it, or raises)."""
     act = getattr(layer, "activation", None)
-    if act is None:
-        return None
-    return keras.activations.serialize(act) if callable(act) else act
+    if act is None or isinstance(act, str):
+        return act
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the "lambda is unsafe to serialize" warning
+            name = keras.activations.serialize(act)
+    except Exception:  # noqa: BLE001 - e.g. a lambda whose source cannot be read
+        name = None
+    if isinstance(name, str):
+        return name
+    return f"custom function {getattr(act, '__name__', type(act).__name__)}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -187,8 +187,11 @@ def test_empty_data_is_a_clear_error(resnet):
     unbatched = tf.data.Dataset.from_tensor_slices((x, y))
     with pytest.raises(ValueError, match="single examples"):
         collect_saliency(gated, unbatched, LOSS)
-    with pytest.raises(ValueError, match=r"\(x, y\) batches"):
-        collect_saliency(gated, unbatched.map(lambda a, b: (a, b, b)).batch(4), LOSS)
+    with pytest.raises(ValueError, match="needs labels"):
+        collect_saliency(gated, unbatched.map(lambda a, b: a).batch(4), LOSS)
+    # (x, y, sample_weight) batches are read as (x, y), as Keras's fit reads them
+    weighted = unbatched.map(lambda a, b: (a, b, tf.ones_like(b))).batch(4)
+    assert_scores_close(collect_saliency(gated, weighted, LOSS), collect_saliency(gated, (x, y), LOSS))
 
 
 def test_mismatched_labels_are_a_clear_error(resnet):

@@ -23,6 +23,9 @@ from tfchannelprune.prune.select import SelectionConfig
 from tfchannelprune.saliency import signals
 from tfchannelprune.saliency.accumulator import SaliencyAccumulator
 from tfchannelprune.saliency.collect import collect_saliency
+from tfchannelprune.saliency.fpgm import FPGM
+from tfchannelprune.saliency.importance import Importance, ScoringContext
+from tfchannelprune.saliency.registry import register_importance
 
 __version__ = "0.1.0"
 
@@ -35,10 +38,13 @@ __all__ = [
     "DeadChannelMonitor",
     "DeadReport",
     "DynamicChannelExecution",
+    "FPGM",
+    "Importance",
     "PolynomialSchedule",
     "PruneResult",
     "Rule",
     "SaliencyAccumulator",
+    "ScoringContext",
     "SelectionConfig",
     "UnsupportedLayerError",
     "UnsupportedModelError",
@@ -54,6 +60,7 @@ __all__ = [
     "marginal_macs",
     "mean_replacement_shift",
     "prune",
+    "register_importance",
     "register_rule",
     "remove_dead_channels",
     "set_kept_channels",

@@ -70,3 +70,31 @@ def strip(model) -> keras.Model:
         return None if isinstance(op, ChannelGate) else base(path, op)
 
     return _keras.rebuild(model, layer_fn, None, _copy_weights)
+
+
+def gated_model(model, caller: str, *, copy: bool = True) -> keras.Model:
+    """The wrapped model an entry point works on: one rule for models without gates.
+
+    ``model`` itself when it has ChannelGate layers. Otherwise, with ``copy`` (entry points
+    that only read the model or return a new one: ``collect_saliency``,
+    ``find_dead_channels``, ``gate_input_means``, ``prune``), a wrapped copy, made in the
+    model's distribution-strategy scope; its group names and scores are those of
+    ``wrap(model)``. Without ``copy`` (callbacks that prune the model being trained:
+    ``ChannelPruning``), the one error below.
+
+    Raises:
+        ValueError: a model without gates and ``copy=False``.
+    """
+    if is_wrapped(model):
+        return model
+    if not copy:
+        raise ValueError(
+            f"{caller} needs a wrapped model, and {model.name!r} has no ChannelGate layers. "
+            "Call `gated = tfchannelprune.wrap(model)`, compile and fit `gated`, then "
+            "`tfchannelprune.compact(gated)` at the end. Received: an unwrapped model"
+        )
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is None:
+        return wrap(model)
+    with strategy.scope():
+        return wrap(model)

@@ -27,8 +27,12 @@ import numpy as np
 from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import gate_masks, set_kept_channels
+from tfchannelprune.core.wrap import gated_model
 from tfchannelprune.prune import select
 from tfchannelprune.prune.schedules import PolynomialSchedule, target_fraction
+from tfchannelprune.saliency import registry
+from tfchannelprune.saliency.collect import score_all
+from tfchannelprune.saliency.importance import scoring_context
 
 
 def _check_fraction(name, value):
@@ -45,10 +49,14 @@ class ChannelPruning(keras.callbacks.Callback):
     """Greedy channel pruning between fine-tuning updates (Molchanov 2017, Theis 2018).
 
     Args:
-        data: calibration data for the saliency signal: (x, y) arrays or a tf.data.Dataset.
+        data: calibration data for the signal: (x, y) arrays, a tf.data.Dataset or a
+            keras.utils.PyDataset (see ``tfchannelprune.core.batches``); None for criteria
+            that read only the weights ("l1_weight", "fpgm", ...).
         loss: loss for the signal; default: the model's compiled loss.
-        signal: signal name or object (see ``tfchannelprune.signals``), e.g. "taylor",
-            "fisher", "l1_weight", "random".
+        signal: what ranks the channels: a signal name or id (see
+            ``tfchannelprune.signals``), e.g. "taylor", "fisher", "l1_weight", "fpgm",
+            "random"; an ``Importance`` object; or a function ``fn(context) -> {group:
+            scores}`` (see ``tfchannelprune.Importance``).
         target_macs / target_params: fraction of the original MACs / params to reach, in (0, 1].
         target_channels: number of prunable channels to keep in total (alternative target).
         target_latency: LiteRT latency to reach, in milliseconds (batch 1, ``latency_threads``
@@ -122,6 +130,13 @@ class ChannelPruning(keras.callbacks.Callback):
                 "schedule must be 'constant', 'polynomial' or a tfmot-style schedule object. "
                 f"Received: schedule={schedule!r}"
             )
+        self.importance = registry.get(signal)
+        if data is None and self.importance.needs_data:
+            raise ValueError(
+                f"Signal {self.importance.name!r} needs calibration data; give data=(x, y) or "
+                f"a dataset, or a criterion that reads only the weights (e.g. 'fpgm'). "
+                f"Received: data=None, signal={signal!r}"
+            )
         self.data, self.loss, self.signal = data, loss, signal
         self.target_macs, self.target_params = target_macs, target_params
         self.target_channels = target_channels
@@ -142,13 +157,7 @@ class ChannelPruning(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ set-up
     def on_train_begin(self, logs=None):
-        graph = ChannelGraph(self.model)
-        if not graph.gate_paths:
-            raise ValueError(
-                f"ChannelPruning needs a wrapped model, and {self.model.name!r} has no "
-                "ChannelGate layers. Call `gated = tfchannelprune.wrap(model)`, compile and fit "
-                "`gated`, then `tfchannelprune.compact(gated)` at the end."
-            )
+        graph = ChannelGraph(gated_model(self.model, "ChannelPruning", copy=False))
         self.graph = graph
         self.candidates = [g.name for g in select.candidate_groups(graph, self.config)]
         full = {g.name: np.ones(g.size, bool) for g in graph.prunable_groups}
@@ -227,8 +236,6 @@ class ChannelPruning(keras.callbacks.Callback):
         should_prune, fraction = self._fraction_now(event)
         if not should_prune:
             return
-        from tfchannelprune.saliency.collect import collect_saliency
-
         masks = gate_masks(self.graph)
         if self.target_latency is not None:
             fraction = self._latency_fraction(masks)
@@ -237,10 +244,12 @@ class ChannelPruning(keras.callbacks.Callback):
                 self._write(self._record(event, epoch, masks, self._channels_kept(masks), logs))
                 return
         before = self._channels_kept(masks)
-        scores = collect_saliency(
-            self.model, self.data, self.loss or self.model.loss, self.signal,
-            steps=self.calibration_steps,
+        context = scoring_context(
+            self.model, self.data, self.loss or self.model.loss, caller="ChannelPruning",
+            graph=self.graph, steps=self.calibration_steps, epoch=epoch,
+            step=int(self.model.optimizer.iterations.numpy()),
         )  # fmt: skip
+        scores = score_all(context, [self.importance])[0]
         kwargs, cap = self._targets(fraction, masks)
         new_masks = select.select_channels(
             self.graph, scores, masks, self.config, max_channels=cap, **kwargs

@@ -21,6 +21,9 @@ from tfchannelprune.dead.gate_inputs import gate_input_means
 from tfchannelprune.dead.mean_replacement import mean_replacement_shift
 from tfchannelprune.prune import select
 from tfchannelprune.prune.callback import _check_fraction
+from tfchannelprune.saliency import registry
+from tfchannelprune.saliency.collect import score_all
+from tfchannelprune.saliency.importance import scoring_context
 
 
 @dataclasses.dataclass
@@ -58,7 +61,8 @@ def prune(
         target_macs / target_params: final fraction of the original MACs / params.
         rounds: number of prune -> compact -> fine-tune rounds; the target of round r is
             ``1 - (1 - target) * r / rounds`` (linear in the cost removed).
-        signal: saliency signal name or object.
+        signal: what ranks the channels: a signal name or id ("taylor", "fpgm" ...), an
+            ``Importance`` object or a function ``fn(context) -> {group: scores}``.
         fine_tune_data: (x, y) or a dataset for ``fit``; None skips fine-tuning.
         optimizer: optimizer (name or instance; rebuilt from its config every round).
         mean_replacement: fold each removed channel's mean output over ``data`` into its
@@ -69,8 +73,6 @@ def prune(
     Returns:
         ``PruneResult(model, history)``.
     """
-    from tfchannelprune.saliency.collect import collect_saliency
-
     _check_fraction("target_macs", target_macs)
     _check_fraction("target_params", target_params)
     if target_macs is None and target_params is None:
@@ -78,13 +80,15 @@ def prune(
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1. Received: rounds={rounds}")
     config = select.SelectionConfig(**selection)
+    importance = registry.get(signal)
     original_macs, original_params = count_macs(model), count_params(model)
     history = []
     current = model
     for r in range(1, rounds + 1):
         gated = wrap(current)
         graph = ChannelGraph(gated)
-        scores = collect_saliency(gated, data, loss, signal)
+        context = scoring_context(gated, data, loss, caller="prune", graph=graph)
+        scores = score_all(context, [importance])[0]
         targets = {}
         if target_macs is not None:
             targets["target_macs"] = (1 - (1 - target_macs) * r / rounds) * original_macs

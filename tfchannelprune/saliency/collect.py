@@ -20,45 +20,21 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-from keras import tree
 
-from tfchannelprune.core.gate import is_wrapped
+from tfchannelprune.core.batches import as_dataset
 from tfchannelprune.core.graph import ChannelGraph
-from tfchannelprune.core.wrap import wrap
+from tfchannelprune.core.wrap import gated_model
+from tfchannelprune.saliency import registry
 from tfchannelprune.saliency.accumulator import SaliencyAccumulator
-from tfchannelprune.saliency.reductions import check_batch, per_example_loss
+from tfchannelprune.saliency.importance import (
+    SignalImportance,
+    check_scores,
+    score_signals,
+    scoring_context,
+)
+from tfchannelprune.saliency.reductions import per_example_loss
 
-__all__ = ["SaliencyAccumulator", "as_dataset", "collect_saliency", "oracle_loss_change"]
-
-
-def as_dataset(data, batch_size: int, model=None) -> tf.data.Dataset:
-    """A batched ``tf.data.Dataset`` of (x, y) from a Dataset or an (x, y) pair of arrays.
-
-    Raises:
-        ValueError: empty arrays, x and y of different lengths, or a dataset that does not
-        yield (x, y) batches of ``model``'s input rank.
-    """
-    if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        if not isinstance(spec, tuple) or len(spec) != 2:
-            raise ValueError(
-                f"The dataset must yield (x, y) batches. Received: element_spec={spec}"
-            )
-        rank = tree.flatten(spec[0])[0].shape.rank
-        if model is not None and rank is not None and rank == len(model.inputs[0].shape) - 1:
-            raise ValueError(
-                "The dataset yields single examples; batch it, e.g. dataset.batch(32). "
-                f"Received: element_spec={spec}"
-            )
-        return data
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(
-            "data must be a tf.data.Dataset of (x, y) batches or a pair (x, y) of arrays. "
-            f"Received: data of type {type(data).__name__}"
-        )
-    x, y = data
-    check_batch(x, y)
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+__all__ = ["SaliencyAccumulator", "collect_saliency", "oracle_loss_change", "score_all"]
 
 
 def collect_saliency(
@@ -70,49 +46,56 @@ def collect_saliency(
     training: bool = False,
     batch_size: int = 32,
 ):
-    """Saliency scores of every prunable channel group from one pass over ``data``.
+    """Importance scores of every prunable channel group from one pass over ``data``.
 
     Args:
-        model: a Keras model, wrapped or not (it is wrapped internally; group names agree).
-        data: a ``tf.data.Dataset`` of (x, y) batches, or a pair (x, y) of NumPy arrays.
+        model: a Keras model, wrapped or not (a model without gates is scored through a
+            wrapped copy; group names agree with ``wrap(model)``).
+        data: (x, y) arrays, a ``tf.data.Dataset`` of (x, y) batches or a
+            ``keras.utils.PyDataset`` (see ``tfchannelprune.core.batches``); None for
+            criteria that read only the weights.
         loss: a ``keras.losses.Loss``, a loss name or ``fn(y_true, y_pred)`` per example.
-        signal: a preset name (``"taylor"``, ``"fisher"``, ...), an id, a ``Signal``, or a
-            list of them (one pass computes all).
+        signal: a preset name (``"taylor"``, ``"fisher"``, ``"fpgm"`` ...), an id, a
+            ``Signal``, an ``Importance`` object or a function ``fn(context) -> {group:
+            scores}``; or a list of them (one pass computes every taxonomy signal).
         steps: at most this many batches.
         training: run BatchNorm / Dropout in training mode (updates discarded).
-        batch_size: batch size for NumPy data (does not change the scores).
+        batch_size: batch size for NumPy data (does not change the taxonomy's scores).
 
     Returns:
         {group name: float64 scores, LOWER = prune first}, or for a list of signals
-        {key: {group: scores}} keyed by the given strings (or ``Signal.id``).
+        {key: {group: scores}} keyed by the given strings (or the importance's ``name``).
 
     Raises:
         ValueError: empty data, x and y of different lengths, a non-finite loss, an unknown
-        signal.
+        signal, or scores of the wrong shape from an importance.
 
     Example:
         >>> scores = collect_saliency(model, (x, y), "sparse_categorical_crossentropy")
     """
-    acc = SaliencyAccumulator(model, signal, loss, training, _copy_ok=True)
-    if not acc.needs_data:
-        return acc.result()
-    dataset = as_dataset(data, batch_size, acc.model)
-    if steps is not None:
-        dataset = dataset.take(int(steps))
-    strategy = acc.strategy
-    if strategy.num_replicas_in_sync > 1:
-        dataset = strategy.experimental_distribute_dataset(dataset)
-    if acc.needs_means:  # the activation mean of mean_delta signals, over all the data
-        for x, _ in dataset:
-            acc.update_means(x)
-    for x, y in dataset:
-        acc.update(x, y)
-    if acc.num_examples == 0:
-        raise ValueError(
-            "The data held no examples, so no saliency could be collected. "
-            f"Received: data={data!r:.80}, steps={steps}"
-        )
-    return acc.result()
+    single = not isinstance(signal, (list, tuple))
+    entries = [signal] if single else list(signal)
+    if not entries:
+        raise ValueError("Give at least one signal. Received: signal=[]")
+    importances = [registry.get(e) for e in entries]
+    keys = [e if isinstance(e, str) else imp.name for e, imp in zip(entries, importances)]
+    context = scoring_context(
+        model, data, loss, steps=steps, batch_size=batch_size, training=training
+    )
+    results = score_all(context, importances)
+    out = dict(zip(keys, results, strict=True))
+    return out[keys[0]] if single else out
+
+
+def score_all(context, importances) -> list[dict[str, np.ndarray]]:
+    """Scores of each importance; the taxonomy signals among them share one data pass."""
+    taxonomy = [i.signal for i in importances if isinstance(i, SignalImportance)]
+    shared = dict(zip(taxonomy, score_signals(context, taxonomy))) if taxonomy else {}
+    results = []
+    for imp in importances:
+        scores = shared[imp.signal] if isinstance(imp, SignalImportance) else imp(context)
+        results.append(check_scores(scores, context, imp.name))
+    return results
 
 
 def oracle_loss_change(model, data, loss, batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -127,10 +110,10 @@ def oracle_loss_change(model, data, loss, batch_size: int = 256) -> dict[str, np
     """
     from tfchannelprune.core.plans import get_kept_channels, set_kept_channels
 
-    gated = model if is_wrapped(model) else wrap(model)
+    gated = gated_model(model, "oracle_loss_change")
     graph = ChannelGraph(gated)
     per_example = per_example_loss(loss)
-    batches = list(as_dataset(data, batch_size))
+    batches = list(as_dataset(data, batch_size, model=gated))
 
     @tf.function(reduce_retracing=True, autograph=False)
     def batch_loss(x, y):

@@ -2,13 +2,20 @@
 
 Scores follow the signals' convention: lower = less important = removed first.
 
-Cost terms (both need the marginal MACs of a channel, which change after every removal
-because a channel's cost depends on its neighbours' current widths, so they are recomputed):
+Cost terms, in the papers' units. Both need the FLOPs a channel saves (2 x its marginal MACs,
+per example), which change after every removal because a channel's cost depends on its
+neighbours' current widths, so they are recomputed after each one:
 
-* Molchanov et al. 2017: ``score - lam * cost`` with cost the channel's share of MACs;
-* Theis et al. 2018: ``score + beta * delta_cost`` with ``delta_cost = -marginal MACs``, so a
-  channel that saves more MACs is removed earlier; ``beta="auto"`` ranks by
-  ``score / marginal MACs`` (score per MAC saved).
+* Molchanov et al. 2017 (arXiv:1611.06440): ``normalised score - lam * flops_norm`` with
+  ``flops_norm`` the channel's FLOPs divided by the largest per-channel FLOPs of the unpruned
+  model (the paper's "normalised per-layer FLOPs", in [0, 1], a fixed scale); the paper uses
+  ``lam`` of about 1e-3 with layer-wise L2-normalised Taylor scores.
+* Theis et al. 2018 (arXiv:1801.05787): the Lagrangian ``L + beta * C`` gives
+  ``score + beta * delta_C`` with ``delta_C = -FLOPs saved``: ``beta`` is a FIXED price in loss
+  units (nats, as the Fisher signal) per FLOP per example, whatever the model's size now. The
+  paper sweeps about 3e-4 .. 3e-1 without pinning the FLOP unit down; on the small CNNs here
+  useful values are near 1e-7 .. 1e-5 per FLOP. ``beta="auto"`` is their hyperparameter-free
+  ``beta*``: rank by ``score / FLOPs saved`` (loss per FLOP).
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ class SelectionConfig:
             "local" removes the same fraction from every group.
         normalize: per-group normalisation of scores before global ranking ("l2" is
             Molchanov's layer-wise L2 normalisation).
-        lam: Molchanov's FLOPs regularisation weight (scores minus ``lam`` x normalised MACs).
-        beta: Theis's cost weight, a float or "auto" (score per MAC saved).
+        lam: Molchanov's FLOPs regularisation weight: normalised scores minus ``lam`` x the
+            channel's FLOPs over the largest per-channel FLOPs of the unpruned model.
+        beta: Theis's price of one FLOP (per example) in loss units, a float, or "auto"
+            (score per FLOP saved, Theis's beta*).
         min_channels: floor of channels kept in every group.
         round_to: keep widths at multiples of this (a group loses ``round_to`` channels at a
             time once aligned); 1 disables it.
@@ -142,6 +151,7 @@ def select_channels(
             graph, groups, scores, masks, fixed, config, target_macs, target_params
         )
     removed = 0
+    reference = _largest_channel_flops(graph, groups) if config.lam else 1.0
     while True:
         everything = {**fixed, **masks}
         macs = macs_for(graph, everything)
@@ -150,7 +160,7 @@ def select_channels(
         if max_channels is not None and removed >= max_channels:
             break
         marginal = marginal_for(graph, everything) if _cost_aware(config) else {}
-        choice = _best_unit(groups, scores, masks, marginal, macs, config)
+        choice = _best_unit(groups, scores, masks, marginal, reference, config)
         if choice is None:
             break  # every group at its floor
         name, channels = choice
@@ -171,7 +181,13 @@ def _cost_aware(config) -> bool:
     return config.lam != 0 or config.beta != 0
 
 
-def _best_unit(groups, scores, masks, marginal, macs, config):
+def _largest_channel_flops(graph, groups) -> float:
+    """The largest FLOPs one channel saves in the unpruned model (Molchanov's normaliser)."""
+    full = marginal_for(graph, {})
+    return max((2.0 * full.get(name, 0.0) for name in groups), default=1.0) or 1.0
+
+
+def _best_unit(groups, scores, masks, marginal, reference, config):
     best, best_value = None, np.inf
     for name, group in groups.items():
         kept = np.flatnonzero(masks[name])
@@ -182,13 +198,13 @@ def _best_unit(groups, scores, masks, marginal, macs, config):
         normalised = _normalise(raw[kept], config.normalize)
         order = np.argsort(normalised, kind="stable")[:unit]
         value = float(np.sum(normalised[order]))
-        saved = marginal.get(name, 0.0) * unit
+        flops = 2.0 * marginal.get(name, 0.0) * unit  # FLOPs saved, per example
         if config.lam:
-            value -= config.lam * saved / max(macs, 1)
+            value -= config.lam * flops / reference
         if config.beta == "auto":
-            value = value / max(saved, 1e-12) if marginal else value
+            value = value / max(flops, 1e-12) if marginal else value
         elif config.beta:
-            value -= config.beta * saved / max(macs, 1)
+            value -= config.beta * flops
         if value < best_value:
             best, best_value = (name, kept[order]), value
     return best

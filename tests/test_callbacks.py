@@ -241,7 +241,7 @@ def test_tfmot_schedule_objects_as_they_are():
     gated = gated_model()
     schedule = tfmot.PolynomialDecay(initial_sparsity=0.0, final_sparsity=0.6, begin_step=2,
                                      end_step=6, frequency=2)  # fmt: skip
-    pruning = tcp.ChannelPruning((x, y), LOSS, "l1_weight", target_macs=0.4,
+    pruning = tcp.ChannelPruning((x, y), LOSS, "l1_weight", target_macs=0.4, normalize="l2",
                                  schedule=schedule, channels_per_step=None, verbose=0)  # fmt: skip
     gated.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[pruning])
     assert [r["step"] for r in pruning.history] == [2, 4, 6]

@@ -76,8 +76,9 @@ class ChannelPruning(keras.callbacks.Callback):
             ``schedule(step) -> (should_prune, sparsity)`` evaluated on optimizer steps.
         num_events: events over which "polynomial" reaches the final target.
         channels_per_step: remove at most this many channels per event (Molchanov and Theis
-            remove one every N updates); "auto" (default): 5% of the prunable channels;
-            None: no cap, i.e. one-shot down to the schedule's target.
+            remove one every N updates); "auto" (default): 5% of the prunable channels with
+            the "constant" schedule, no cap with another schedule (it sets the pace); None:
+            no cap, i.e. one-shot down to the schedule's target.
         calibration_steps: batches of ``data`` used per event (None: all).
         mode, normalize, lam, beta, min_channels, round_to, ignored_layers: see
             ``tfchannelprune.SelectionConfig``. ``normalize="auto"`` and ``beta=None`` take
@@ -190,7 +191,9 @@ class ChannelPruning(keras.callbacks.Callback):
         self.original_params = params_for(graph, full)
         self.original_channels = sum(graph.group(n).size for n in self.candidates)
         self._check_reachable()
-        self._cap = procedures.channels_per_event(self.channels_per_step, self.original_channels)
+        self._cap = procedures.channels_per_event(
+            self.channels_per_step, self.original_channels, self.schedule
+        )
         if self.importance.accumulated:
             self.importance.build(self._context(None))
         self._writer = None
@@ -201,31 +204,12 @@ class ChannelPruning(keras.callbacks.Callback):
         self.done = self._target_reached(gate_masks(graph))
 
     def _check_reachable(self):
-        floor = {n: np.zeros(self.graph.group(n).size, bool) for n in self.candidates}
-        for name, kept in select.floor_plan(self.graph, self.config).items():
-            floor[name][kept] = True
-        best_macs = macs_for(self.graph, floor) / max(self.original_macs, 1)
-        best_params = params_for(self.graph, floor) / max(self.original_params, 1)
-        best_channels = sum(int(m.sum()) for m in floor.values())
-        constraints = (
-            f"min_channels={self.config.min_channels}, round_to={self.config.round_to}, "
-            f"ignored_layers={list(self.config.ignored_layers)}"
-        )
-        for name, target, best in (
-            ("target_macs", self.target_macs, best_macs),
-            ("target_params", self.target_params, best_params),
-        ):
-            if target is not None and target < best - 1e-9:
-                raise ValueError(
-                    f"{name}={target} cannot be reached under {constraints}: the best reachable "
-                    f"is {best:.4f} of the original. Lower min_channels, ignore fewer layers "
-                    f"or raise the target. Received: {name}={target}"
-                )
-        if self.target_channels is not None and self.target_channels < best_channels:
-            raise ValueError(
-                f"target_channels={self.target_channels} cannot be reached under {constraints}: "
-                f"the fewest channels reachable is {best_channels}."
-            )
+        select.check_reachable(
+            self.graph, self.config, self.candidates,
+            {"target_macs": self.target_macs, "target_params": self.target_params,
+             "target_channels": self.target_channels},
+            {"macs": self.original_macs, "params": self.original_params},
+        )  # fmt: skip
 
     def on_train_end(self, logs=None):
         release = getattr(self.importance, "release", None)

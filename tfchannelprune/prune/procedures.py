@@ -64,9 +64,13 @@ def default_selection(importance) -> dict:
     return {"normalize": "mean", "beta": 0.0}
 
 
-def channels_per_event(spec, prunable_channels: int) -> int | None:
-    """The cap on channels removed per event: an int, None (one-shot) or "auto"."""
+def channels_per_event(spec, prunable_channels: int, schedule="constant") -> int | None:
+    """The cap on channels removed per event: an int, None (no cap) or "auto" (5% of the
+    prunable channels with the "constant" schedule; no cap when a polynomial or tfmot-style
+    schedule sets the pace)."""
     if spec == "auto":
+        if schedule != "constant":
+            return None
         return max(1, math.ceil(AUTO_FRACTION * prunable_channels))
     if spec is None:
         return None

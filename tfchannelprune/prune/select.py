@@ -243,3 +243,38 @@ def _select_local(graph, groups, scores, masks, fixed, config, target_macs, targ
 
 def remaining_channels(masks: Mapping[str, np.ndarray], names: Sequence[str]) -> int:
     return int(sum(int(masks[n].sum()) for n in names if n in masks))
+
+
+def check_reachable(graph, config, candidates, targets: Mapping, original: Mapping) -> None:
+    """Raise when the floors (min_channels, round_to, ignored_layers) make a target
+    unreachable, saying the best reachable value.
+
+    Args:
+        targets: {"target_macs", "target_params" (fractions), "target_channels"}, None ok.
+        original: {"macs", "params"} of the unpruned model.
+    """
+    floor = {n: np.zeros(graph.group(n).size, bool) for n in candidates}
+    for name, kept in floor_plan(graph, config).items():
+        floor[name][kept] = True
+    best = {
+        "target_macs": macs_for(graph, floor) / max(original["macs"], 1),
+        "target_params": params_for(graph, floor) / max(original["params"], 1),
+    }
+    constraints = (
+        f"min_channels={config.min_channels}, round_to={config.round_to}, "
+        f"ignored_layers={list(config.ignored_layers)}"
+    )
+    for name in ("target_macs", "target_params"):
+        target = targets.get(name)
+        if target is not None and target < best[name] - 1e-9:
+            raise ValueError(
+                f"{name}={target} cannot be reached under {constraints}: the best reachable "
+                f"is {best[name]:.4f} of the original. Lower min_channels, ignore fewer layers "
+                f"or raise the target. Received: {name}={target}"
+            )
+    fewest = sum(int(m.sum()) for m in floor.values())
+    if targets.get("target_channels") is not None and targets["target_channels"] < fewest:
+        raise ValueError(
+            f"target_channels={targets['target_channels']} cannot be reached under "
+            f"{constraints}: the fewest channels reachable is {fewest}."
+        )

@@ -130,3 +130,21 @@ def test_cost_terms_in_the_papers_units(config, group):
     # the former scale (beta or lam x MACs saved / current total MACs) picks "b" for all
     graph, scores = two_group_graph()
     assert first_removed(graph, scores, **config) == group
+
+
+@pytest.mark.parametrize("name", ["resnet_style", "densenet_style", "mobilenetv2_style"])
+def test_incremental_costs_equal_a_full_recount(name):
+    from tfchannelprune.core.cost import MarginalCosts, marginal_for
+
+    graph = tcp.ChannelGraph(tcp.wrap(zoo.ZOO[name]()))
+    masks = full_masks(graph)
+    costs = MarginalCosts(graph, masks)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        group = graph.prunable_groups[rng.integers(len(graph.prunable_groups))]
+        kept = np.flatnonzero(masks[group.name])
+        if len(kept) > 1:
+            masks[group.name][rng.choice(kept)] = False
+            costs.update(group.name, masks)
+        assert costs.macs == macs_for(graph, masks)
+        assert costs.marginal == pytest.approx(marginal_for(graph, masks))

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tfchannelprune.core.cost import macs_for, marginal_for, params_for
+from tfchannelprune.core.cost import MarginalCosts, macs_for, marginal_for, params_for
 
 NORMALISATIONS = ("none", "l2", "max", "mean", "sum")
 
@@ -150,21 +150,36 @@ def select_channels(
         return _select_local(
             graph, groups, scores, masks, fixed, config, target_macs, target_params
         )
+    # normalised once per call over the channels kept at its start (Molchanov normalises
+    # the scores of each evaluation), so an event's order does not drift as it removes
+    normalised = {}
+    for name, group in groups.items():
+        raw = np.asarray(scores.get(name, np.zeros(group.size)), dtype=np.float64)
+        kept = masks[name]
+        values = np.zeros(group.size)
+        values[kept] = _normalise(raw[kept], config.normalize)
+        normalised[name] = values
+    # kept channels of each group, lowest normalised score first; removals take the front
+    queue = {n: np.flatnonzero(masks[n])[np.argsort(normalised[n][masks[n]], kind="stable")]
+             for n in groups}  # fmt: skip
+    taken = dict.fromkeys(groups, 0)
     removed = 0
     reference = _largest_channel_flops(graph, groups) if config.lam else 1.0
+    costs = MarginalCosts(graph, {**fixed, **masks})  # updated layer by layer as we go
     while True:
         everything = {**fixed, **masks}
-        macs = macs_for(graph, everything)
-        if _reached(graph, everything, macs, target_macs, target_params):
+        if _reached(graph, everything, costs.macs, target_macs, target_params):
             break
         if max_channels is not None and removed >= max_channels:
             break
-        marginal = marginal_for(graph, everything) if _cost_aware(config) else {}
-        choice = _best_unit(groups, scores, masks, marginal, reference, config)
+        marginal = costs.marginal if _cost_aware(config) else {}
+        choice = _best_unit(groups, normalised, queue, taken, marginal, reference, config)
         if choice is None:
             break  # every group at its floor
         name, channels = choice
         masks[name][channels] = False
+        taken[name] += len(channels)
+        costs.update(name, {**fixed, **masks})
         removed += len(channels)
     return masks
 
@@ -187,17 +202,15 @@ def _largest_channel_flops(graph, groups) -> float:
     return max((2.0 * full.get(name, 0.0) for name in groups), default=1.0) or 1.0
 
 
-def _best_unit(groups, scores, masks, marginal, reference, config):
+def _best_unit(groups, scores, queue, taken, marginal, reference, config):
     best, best_value = None, np.inf
     for name, group in groups.items():
-        kept = np.flatnonzero(masks[name])
-        unit = _unit(len(kept), group.size, config)
-        if len(kept) - unit < _floor(group.size, config):
+        kept = len(queue[name]) - taken[name]
+        unit = _unit(kept, group.size, config)
+        if kept - unit < _floor(group.size, config):
             continue
-        raw = np.asarray(scores.get(name, np.zeros(group.size)), dtype=np.float64)
-        normalised = _normalise(raw[kept], config.normalize)
-        order = np.argsort(normalised, kind="stable")[:unit]
-        value = float(np.sum(normalised[order]))
+        channels = queue[name][taken[name] : taken[name] + unit]
+        value = float(np.sum(scores[name][channels]))
         flops = 2.0 * marginal.get(name, 0.0) * unit  # FLOPs saved, per example
         if config.lam:
             value -= config.lam * flops / reference
@@ -206,7 +219,7 @@ def _best_unit(groups, scores, masks, marginal, reference, config):
         elif config.beta:
             value -= config.beta * flops
         if value < best_value:
-            best, best_value = (name, kept[order]), value
+            best, best_value = (name, channels), value
     return best
 
 

@@ -102,10 +102,14 @@ def main() -> None:
             results[name].append(r)
             print(f"  {name:<15} acc {r['accuracy']:.4f} MACs {r['macs_fraction']:.3f} "
                   f"events {r['events']} widths {r['widths']}", flush=True)  # fmt: skip
+        write(args, results, dense_acc, names, start)  # after every seed
+
+
+def write(args, results, dense_acc, names, start) -> None:
     full = widths(tcp.wrap(resnet_cnn()))
     lines = [
         f"ResNet-style CNN (resnet_cnn, widths {full}), MNIST subset 4,000/1,000, seeds "
-        f"{args.seeds}. Base: {args.epochs} epochs; each criterion then prunes with "
+        f"{args.seeds[: len(dense_acc)]}. Base: {args.epochs} epochs; each criterion then prunes with "
         f"ChannelPruning's defaults (no calibration data, channels_per_step='auto' = 5% of "
         f"the {sum(full)} channels per event, an event every {args.prune_every} steps) to 25% "
         f"MACs during {args.prune_epochs} epochs, then {args.tune_epochs} fine-tuning epoch(s). "
@@ -128,7 +132,7 @@ def main() -> None:
             f"{np.mean([r['macs_fraction'] for r in rs]):.3f} | "
             + " | ".join(f"{m:.1f}" for m in w.mean(0)) + " |"
         )
-    lines.append(f"| full width | | 1.000 | " + " | ".join(str(v) for v in full) + " |")
+    lines.append("| full width | | 1.000 | " + " | ".join(str(v) for v in full) + " |")
     text = "\n".join(lines)
     print("\n" + text + f"\n\n({time.time() - start:.0f} s)")
     out_dir = os.path.join(os.path.dirname(__file__), "results")

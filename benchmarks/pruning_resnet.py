@@ -1,7 +1,8 @@
 """Issue 13: the default procedure on a residual network at 25% of its MACs, several seeds.
 
-ResNet-style CNN (``datasets.models.resnet_cnn``: stem + 3 residual blocks, widths 32/64) on
-the bundled MNIST subset (4,000 train / 1,000 test real digits). Per seed a base model is
+ResNet-style CNN (``datasets.models.resnet_cnn``: stem + 3 residual blocks, base width 16, so
+widths 16/32) on the bundled MNIST subset (2,000 of its 4,000 training digits, 1,000 test),
+sized to run in about 10-15 minutes on the shared 2-core CPU. Per seed a base model is
 trained, then each criterion prunes a copy with ``ChannelPruning``'s DEFAULT procedure (no
 calibration data: Taylor/Fisher accumulated in the training steps; ``channels_per_step="auto"``,
 an event every ``--prune-every`` steps) to 25% of the MACs during ``--prune-epochs`` epochs,
@@ -77,8 +78,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="base training epochs")
     parser.add_argument("--prune-epochs", type=int, default=3)
     parser.add_argument("--tune-epochs", type=int, default=1)
-    parser.add_argument("--prune-every", type=int, default=12, help="steps between events")
+    parser.add_argument("--prune-every", type=int, default=6, help="steps between events")
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--width", type=int, default=16, help="resnet_cnn base width")
+    parser.add_argument("--train", type=int, default=2000, help="training examples used")
     parser.add_argument("--out", default="pruning_resnet")
     args = parser.parse_args()
     start = time.time()
@@ -86,9 +89,10 @@ def main() -> None:
     dense_acc, names = [], None
     for seed in args.seeds:
         x_train, y_train, x_test, y_test = load_mnist_subset(seed=seed)
+        x_train, y_train = x_train[: args.train], y_train[: args.train]
         data = ((x_train, y_train), (x_test, y_test))
         keras.utils.set_random_seed(seed)
-        base = compile_classifier(resnet_cnn())
+        base = compile_classifier(resnet_cnn(width=args.width))
         base.fit(x_train, y_train, epochs=args.epochs, batch_size=64, verbose=0)
         names = names or stage_names(base)
         dense = compile_classifier(keras.models.clone_model(base), learning_rate=args.lr)
@@ -106,9 +110,10 @@ def main() -> None:
 
 
 def write(args, results, dense_acc, names, start) -> None:
-    full = widths(tcp.wrap(resnet_cnn()))
+    full = widths(tcp.wrap(resnet_cnn(width=args.width)))
     lines = [
-        f"ResNet-style CNN (resnet_cnn, widths {full}), MNIST subset 4,000/1,000, seeds "
+        f"ResNet-style CNN (resnet_cnn, widths {full}), MNIST subset ({args.train} training "
+        f"/ 1,000 test real digits), seeds "
         f"{args.seeds[: len(dense_acc)]}. Base: {args.epochs} epochs; each criterion then prunes with "
         f"ChannelPruning's defaults (no calibration data, channels_per_step='auto' = 5% of "
         f"the {sum(full)} channels per event, an event every {args.prune_every} steps) to 25% "

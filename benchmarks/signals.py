@@ -7,7 +7,8 @@ Usage: ``TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/signals.py [--quick]
 2. (a) The oracle (Molchanov 2017): the true loss change from switching each channel off alone,
    on 1,000 training images. Every enumerated signal is collected in one pass over the same
    images, and ranked by its Spearman rank correlation with |loss change| (oracle-abs), across
-   all layers and averaged per layer (Molchanov's Table 1 method).
+   all layers and averaged per layer (Molchanov's Table 1 method). FPGM (He et al. 2019),
+   a criterion outside the taxonomy, is collected beside them through the importance protocol.
 3. (b) Accuracy on the 1,000 test images after removing 10% to 70% of the MACs, without
    retraining: greedy global ranking of per-group L2-normalised scores, for every preset and
    the best composed signals.
@@ -45,7 +46,8 @@ FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 CALIBRATION = 1000
 TOP_COMPOSED = 6
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-PRESET_OF = {sid: name for name, sid in signals.PRESETS.items()}
+OUTSIDE = ["fpgm"]  # criteria outside the taxonomy, through the importance protocol
+PRESET_OF = {**{sid: name for name, sid in signals.PRESETS.items()}, **{k: k for k in OUTSIDE}}
 
 
 def build_model() -> keras.Model:
@@ -203,7 +205,8 @@ def markdown(r: dict) -> str:
         f"trained {r['epochs']} epochs on 4,000 real MNIST digits with {r['seeds']} seeds "
         f"(test accuracy {', '.join(f'{a:.4f}' for a in r['accuracy'])}). "
         f"{len(ranking)} signals ranked: {r['enumerated']} from `signals.enumerate()` plus the "
-        "presets outside it. Numbers are means over the seeds.",
+        "presets outside it, and FPGM (He et al. 2019, arXiv:1811.00250; outside the "
+        "taxonomy, through the importance protocol). Numbers are means over the seeds.",
         "",
         "Quality = Spearman rank correlation with the oracle |loss change| of switching each "
         "channel off alone, measured on the 1,000 training images the signals are collected "
@@ -259,7 +262,7 @@ def top_table(ranking: dict, part: str, count: int) -> list[str]:
 
 
 def presets_table(ranking: dict) -> list[str]:
-    lines = ["## The classic signals (presets)", "",
+    lines = ["## The classic signals (presets, and FPGM)", "",
              "| rank (global) | preset | id | global | per layer | rank (per layer) |",
              "|---:|---|---|---:|---:|---:|"]  # fmt: skip
     by_global = {k: i + 1 for i, k in enumerate(_ordered(ranking, "global"))}
@@ -298,7 +301,7 @@ def component_summary(ranking: dict) -> list[str]:
     for part, index in (("base", 0), ("scaling", 2)):
         values: dict[str, list] = {}
         for k, v in ranking.items():
-            if not np.isnan(v["global"]):
+            if "|" in k and not np.isnan(v["global"]):
                 values.setdefault(k.split("|")[index], []).append(v["global"])
         cells = sorted(values.items(), key=lambda kv: -np.median(kv[1]))
         lines.append(f"| {part} | " + " | ".join(k for k, _ in cells) + " |")
@@ -401,14 +404,14 @@ def main() -> None:
     epochs, seeds = (2, 1) if args.quick else (5, args.seeds)
     enumerated = signals.enumerate()
     ids = [s.id for s in (enumerated[::10] if args.quick else enumerated)]
-    ids += [s for s in signals.PRESETS.values() if s not in ids]
+    ids += [s for s in signals.PRESETS.values() if s not in ids] + OUTSIDE
     runs = [run_seed(seed, epochs, ids) for seed in range(seeds)]
     ranking = mean_ranking(runs)
     first = runs[0]["scores"]
     composed = distinct_best(ranking, "global", TOP_COMPOSED // 2, first)
     composed += distinct_best(ranking, "per_layer", TOP_COMPOSED // 2, first, skip=composed)
     curves = {}
-    for key in list(signals.PRESETS.values()) + composed:
+    for key in list(signals.PRESETS.values()) + OUTSIDE + composed:
         if key in runs[0]["scores"]:
             per_seed = [prune_curve(r["gated"], r["graph"], r["scores"][key], r["accuracy"])
                         for r in runs]  # fmt: skip

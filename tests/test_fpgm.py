@@ -7,7 +7,8 @@ import zoo
 from keras import layers as L
 
 import tfchannelprune as tcp
-from tfchannelprune.saliency.fpgm import FPGM, group_filters
+from tfchannelprune.saliency.fpgm import FPGM
+from tfchannelprune.saliency.importance import scoring_context
 
 
 def one_by_one(filters: np.ndarray) -> keras.Model:
@@ -59,7 +60,7 @@ def test_residual_group_concatenates_every_producer():
         expected = [sum(np.linalg.norm(a - b) for b in rows) for a in rows]
         np.testing.assert_allclose(scores[group.name], expected, rtol=1e-5, err_msg=group.name)
         width = sum(kernels[p][..., 0].size for p in group.producers)
-        assert group_filters(graph)[group.name].shape == (group.size, width)
+        assert scoring_context(gated).filters()[group.name].shape == (group.size, width)
 
 
 def test_config_and_errors():

@@ -44,7 +44,8 @@ def test_importance_object_and_function_in_collect_saliency(resnet):
 
     both = tcp.collect_saliency(gated, None, None, signal=[KernelMax(), by_index])
     assert set(both) == {"kernel_max", "by_index"}
-    np.testing.assert_array_equal(both["by_index"]["conv2d_3"], np.arange(16))
+    last = graph.prunable_groups[-1]
+    np.testing.assert_array_equal(both["by_index"][last.name], np.arange(last.size))
 
 
 def test_taxonomy_signal_through_the_protocol_equals_collect(resnet):
@@ -62,15 +63,16 @@ def test_taxonomy_signal_through_the_protocol_equals_collect(resnet):
 
 def test_context_describes_the_event(resnet):
     gated, (x, y) = resnet
-    tcp.set_kept_channels(gated, {"conv2d_3": list(range(12))})
+    group = tcp.ChannelGraph(gated).prunable_groups[-1]
+    tcp.set_kept_channels(gated, {group.name: list(range(group.size - 4))})
     try:
         context = scoring_context(gated, (x, y), LOSS, step=7)
-        assert context.masks["conv2d_3"].sum() == 12 and context.step == 7
+        assert context.masks[group.name].sum() == group.size - 4 and context.step == 7
         assert [g.name for g in context.groups] == list(context.masks)
         xs = next(iter(context.batches(labels=False)))
         assert xs.shape[1:] == x.shape[1:]
     finally:
-        tcp.set_kept_channels(gated, {"conv2d_3": list(range(16))})
+        tcp.set_kept_channels(gated, {group.name: list(range(group.size))})
     with pytest.raises(ValueError, match="needs data"):
         scoring_context(gated).batches()
 
@@ -80,8 +82,8 @@ def test_context_describes_the_event(resnet):
     [
         (lambda c: [1, 2], "must return"),
         (lambda c: {"nope": np.ones(3)}, "not a prunable group"),
-        (lambda c: {"conv2d": np.ones(3)}, "one score per channel"),
-        (lambda c: {"conv2d": np.full(8, np.nan)}, "non-finite"),
+        (lambda c: {c.groups[0].name: np.ones(3)}, "one score per channel"),
+        (lambda c: {c.groups[0].name: np.full(c.groups[0].size, np.nan)}, "non-finite"),
     ],
 )
 def test_bad_scores_are_clear_errors(resnet, bad, match):
@@ -180,3 +182,43 @@ def test_prune_ranks_by_the_importance(signal):
 def test_data_signal_without_data_is_a_clear_error():
     with pytest.raises(ValueError, match="needs calibration data"):
         tcp.ChannelPruning(None, LOSS, "apoz", target_macs=0.5)  # taylor: in the train step
+
+
+class CountingImportance(tcp.Importance):
+    """Accumulated: the number of examples seen times the channel index."""
+
+    accumulated = True
+    needs_data = True
+
+    def build(self, context):
+        self.built_for = context.model
+
+    def reset(self):
+        self.seen = 0
+
+    def update(self, x, y=None):
+        self.seen += int(x.shape[0])
+
+    def __call__(self, context):
+        return {g.name: self.seen * np.arange(g.size, dtype=float) for g in context.groups}
+
+
+def test_accumulated_importance_is_fed_the_batches(resnet):
+    gated, (x, y) = resnet
+    counting = CountingImportance()
+    scores = tcp.collect_saliency(gated, (x, y), LOSS, signal=counting, batch_size=5)
+    assert counting.built_for is gated and counting.seen == len(y)
+    first = tcp.ChannelGraph(gated).prunable_groups[0]
+    np.testing.assert_array_equal(scores[first.name], len(y) * np.arange(first.size))
+    again = tcp.collect_saliency(gated, (x[:4], y[:4]), LOSS, signal=counting)
+    np.testing.assert_array_equal(again[first.name], 4 * np.arange(first.size))  # reset
+    with pytest.raises(ValueError, match="needs calibration data"):
+        tcp.ChannelPruning(None, LOSS, CountingImportance(), target_macs=0.5)
+    with pytest.raises(NotImplementedError, match="update"):
+        type("Lazy", (tcp.Importance,), {"accumulated": True})().update(x)
+
+
+def test_gradient_criteria_without_a_loss_are_a_clear_error(resnet):
+    gated, (x, y) = resnet
+    with pytest.raises(ValueError, match=r"need gradients of a loss.*loss=None"):
+        tcp.collect_saliency(gated, (x, y), None, signal=["l1_weight", "taylor"])

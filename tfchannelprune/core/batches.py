@@ -73,6 +73,25 @@ def as_dataset(
     return dataset
 
 
+def is_batched_source(data) -> bool:
+    """Whether ``data`` is a ``tf.data.Dataset`` or a ``keras.utils.PyDataset``."""
+    return isinstance(data, (tf.data.Dataset, keras.utils.PyDataset))
+
+
+def first_inputs(data, limit: int) -> list[np.ndarray]:
+    """The first ``limit`` model inputs of ``data`` (labels dropped), one array per input."""
+    parts, count = [], 0
+    for batch in as_dataset(data, labels=False):
+        leaves = [np.asarray(t) for t in tree.flatten(batch)]
+        parts.append(leaves)
+        count += len(leaves[0])
+        if count >= limit:
+            break
+    if not parts:
+        raise ValueError("The data holds no batches. Received: an empty dataset")
+    return [np.concatenate(column)[:limit] for column in zip(*parts, strict=True)]
+
+
 def num_examples(x) -> int:
     """The leading dimension of ``x`` (its first array when it is a structure)."""
     leaves = tree.flatten(x)

@@ -133,3 +133,41 @@ def set_kept_channels(model, plan: Mapping[str, Sequence[int]], graph=None) -> N
         updates.append((gates[path], values))
     for layer, values in updates:
         layer.gate.assign(values)
+
+
+def ignored_groups(graph, ignored_layers: Sequence[str]) -> set[str]:
+    """Names of the prunable groups that ``ignored_layers`` keeps whole.
+
+    The one meaning of ``ignored_layers`` in every feature (selection, ``ChannelPruning``,
+    ``prune()``, ``DynamicChannelExecution``): a group is ignored when any of its producers,
+    consumers or channel-wise members is named, by its bare layer name (``"conv2d"``) or its
+    full path (``"block/conv2d"``).
+
+    Raises:
+        TypeError: a single string instead of a sequence of names.
+        ValueError: a name that matches no layer of the model (a typo would otherwise
+            silently prune the layer).
+    """
+    if isinstance(ignored_layers, str):
+        raise TypeError(
+            "ignored_layers is a list of layer names. "
+            f"Received: ignored_layers={ignored_layers!r} (a string; write [{ignored_layers!r}])"
+        )
+    names = set(ignored_layers)
+    if not names:
+        return set()
+    known = {fn.path for fn in graph.flat.nodes} | {
+        fn.path.split("/")[-1] for fn in graph.flat.nodes
+    }
+    unknown = sorted(names - known)
+    if unknown:
+        raise ValueError(
+            f"ignored_layers names layers that are not in model {graph.model.name!r}. "
+            f"Received: {unknown}"
+        )
+    out = set()
+    for group in graph.prunable_groups:
+        members = group.producers + group.consumers + group.channelwise
+        if names & (set(members) | {p.split("/")[-1] for p in members}):
+            out.add(group.name)
+    return out

@@ -22,12 +22,15 @@ import dataclasses
 import keras
 import numpy as np
 
+from tfchannelprune.core.batches import as_dataset
 from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.gate import ChannelGate
+from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import keep_masks
 from tfchannelprune.core.surgery import compact
+from tfchannelprune.core.wrap import gated_model
 from tfchannelprune.dead import non_learning
-from tfchannelprune.dead.gate_inputs import GateStatistics, input_batches, wrapped
+from tfchannelprune.dead.gate_inputs import GateStatistics
 from tfchannelprune.dead.mean_replacement import mean_replacement_shift
 
 
@@ -165,7 +168,9 @@ def find_dead_channels(
 
     Args:
         model: a Keras model, wrapped or not (wrapped internally; group names agree).
-        data: inputs ``x``, a tuple ``(x, y)``, or a ``tf.data.Dataset`` of batches.
+        data: inputs ``x``, ``(x, y)`` arrays, a ``tf.data.Dataset`` of batches or a
+            ``keras.utils.PyDataset`` (see ``tfchannelprune.core.batches``; labels are
+            needed only with ``loss``).
         tol: a channel is dead where its population variance is <= ``tol`` at every gate.
         reference: an earlier snapshot (a model, a ``get_weights()`` list or {variable path:
             array}); channels whose parameters moved by <= ``move_tol`` (relative) since then
@@ -183,10 +188,11 @@ def find_dead_channels(
     """
     if not tol >= 0:
         raise ValueError(f"tol is a variance threshold >= 0. Received: tol={tol!r}")
-    gated, graph = wrapped(model)
+    gated = gated_model(model, "find_dead_channels")
+    graph = ChannelGraph(gated)
     stats = GateStatistics(gated, graph, training=training)
     seen = 0
-    for x, _ in input_batches(data, batch_size, steps):
+    for x in as_dataset(data, batch_size, labels=False, steps=steps, model=gated):
         stats.update(x)
         seen += int(np.shape(keras.tree.flatten(x)[0])[0])
     if seen == 0:
@@ -198,7 +204,7 @@ def find_dead_channels(
             arrays = non_learning.reference_arrays(model, reference)
             movement = non_learning.weight_movement(graph, slices, arrays)
         if loss is not None:
-            batches = input_batches(data, batch_size, steps)
+            batches = as_dataset(data, batch_size, labels=True, steps=steps, model=gated)
             grads = non_learning.gradient_norms(gated, graph, slices, batches, loss)
     flagged = non_learning.flag(movement, grads, move_tol, grad_tol)
     return build_report(graph, stats.result(), tol, seen, model.name, flagged, movement, grads)
@@ -292,7 +298,8 @@ def remove_dead_channels(
     """
     if report is None and data is None:
         raise ValueError("Give data to find dead channels on, or a report. Received: neither")
-    gated, graph = wrapped(model)
+    gated = gated_model(model, "remove_dead_channels")
+    graph = ChannelGraph(gated)
     if report is None:
         report = find_dead_channels(gated, data, tol, batch_size=batch_size, steps=steps)
     masks = {**keep_masks(graph, None)}

@@ -20,16 +20,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import tree
 
-from tfchannelprune.core.gate import ChannelGate, is_wrapped, record_gate_inputs
+from tfchannelprune.core.batches import as_dataset
+from tfchannelprune.core.gate import ChannelGate, record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
-from tfchannelprune.core.wrap import wrap
+from tfchannelprune.core.wrap import gated_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +65,7 @@ class GateStatistics:
         *,
         maps=(),
     ):
-        if not is_wrapped(model):
-            raise ValueError(
-                f"Model {model.name!r} has no ChannelGate layers. Pass tfchannelprune.wrap(model)."
-            )
+        gated_model(model, "GateStatistics", copy=False)
         self.model = model
         self.graph = graph if graph is not None else ChannelGraph(model)
         self.training = bool(training)
@@ -168,43 +164,6 @@ class GateStatistics:
             examples.assign(tf.where(keep, examples.value() + n_examples, examples.value()))
 
 
-def wrapped(model) -> tuple:
-    """(wrapped model, its graph): ``model`` itself when it already has gates."""
-    gated = model if is_wrapped(model) else wrap(model)
-    return gated, ChannelGraph(gated)
-
-
-def input_batches(data, batch_size: int = 64, steps: int | None = None) -> Iterator[tuple]:
-    """(x, y or None) batches from an array, an (x,) / (x, y) / (x, y, w) tuple, or a
-    ``tf.data.Dataset`` of batches (x or such tuples).
-
-    Raises:
-        ValueError: for empty data or x and y of different lengths.
-    """
-    if isinstance(data, tf.data.Dataset):
-        source = data
-    else:
-        x, y = (data[0], data[1] if len(data) > 1 else None) if isinstance(data, tuple) else (
-            data, None
-        )  # fmt: skip
-        n = int(np.shape(tree.flatten(x)[0])[0]) if tree.flatten(x) else 0
-        if n == 0:
-            raise ValueError(f"The data holds no examples. Received: data of length {n}")
-        if y is not None and int(np.shape(y)[0]) != n:
-            raise ValueError(
-                f"x and y must hold the same number of examples. Received: len(x)={n}, "
-                f"len(y)={int(np.shape(y)[0])}"
-            )
-        source = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y)).batch(batch_size)
-    for i, element in enumerate(source):
-        if steps is not None and i >= steps:
-            return
-        if isinstance(element, tuple):
-            yield element[0], (element[1] if len(element) > 1 else None)
-        else:
-            yield element, None
-
-
 def gate_input_means(
     model, data, batch_size: int = 64, steps: int | None = None, per_position: bool = False
 ) -> dict[str, np.ndarray]:
@@ -214,7 +173,8 @@ def gate_input_means(
     Args:
         model: the wrapped model whose graph the shift is computed on, with the channels to
             be removed switched on.
-        data: inputs, an (x, y) tuple or a ``tf.data.Dataset`` of batches.
+        data: inputs ``x``, ``(x, y)`` arrays, a ``tf.data.Dataset`` of batches or a
+            ``keras.utils.PyDataset`` (see ``tfchannelprune.core.batches``).
         per_position: give a gate read by a Flatten its (*spatial, C) mean map, so the Dense
             after it folds each position's own mean (exact mean replacement of its input
             units) instead of the channel's mean at every position (Evci). A conv reading a
@@ -222,13 +182,17 @@ def gate_input_means(
             differ. It helped when one layer was pruned, not when several were at once
             (docs/dead.md), so it is off by default.
 
+    A model without gates is measured through a wrapped copy (``core.wrap.gated_model``),
+    whose gate paths are those of ``wrap(model)``.
+
     Raises:
-        ValueError: for an unwrapped model or empty data.
+        ValueError: for empty data.
     """
+    model = gated_model(model, "gate_input_means")
     graph = ChannelGraph(model)
     maps = flattened_gates(graph) if per_position else ()
     stats = GateStatistics(model, graph, maps=maps)
-    for x, _ in input_batches(data, batch_size, steps):
+    for x in as_dataset(data, batch_size, labels=False, steps=steps, model=model):
         stats.update(x)
     return {p: m.mean if m.mean_map is None else m.mean_map for p, m in stats.result().items()}
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tfchannelprune.core.gate import is_wrapped, record_gate_inputs
+from tfchannelprune.core.gate import record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
+from tfchannelprune.core.wrap import gated_model
 from tfchannelprune.dead import non_learning
 from tfchannelprune.dead.detect import DeadReport, build_report
 from tfchannelprune.dead.gate_inputs import GateStatistics
@@ -69,11 +70,7 @@ class DeadChannelMonitor(keras.callbacks.Callback):
         self._context = None
 
     def on_train_begin(self, logs=None):
-        if not is_wrapped(self.model):
-            raise ValueError(
-                f"DeadChannelMonitor needs a wrapped model, and {self.model.name!r} has no "
-                "ChannelGate layers. Train `tfchannelprune.wrap(model)` instead."
-            )
+        gated_model(self.model, "DeadChannelMonitor", copy=False)
         self.graph = ChannelGraph(self.model)
         self.stats = GateStatistics(self.model, self.graph)
         self._slices = non_learning.channel_parameters(self.graph)

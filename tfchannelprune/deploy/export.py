@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from tfchannelprune.core.batches import first_inputs, is_batched_source
 from tfchannelprune.deploy.latency import list_ops, run_tflite
 
 QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
@@ -105,7 +106,9 @@ def export_tflite(
         quantize: None (float32), ``"float16"`` (float16 weights), ``"dynamic"`` (int8 weights,
             float activations) or ``"int8"`` (full integer, int8 inputs and outputs).
         representative_data: Inputs used to calibrate int8 activation ranges: an array (one
-            model input) or a list of arrays (one per input), samples on axis 0. Required for
+            model input) or a list of arrays (one per input), samples on axis 0, or a
+            ``tf.data.Dataset`` / ``keras.utils.PyDataset`` of batches (labels are dropped;
+            the first 500 samples are used). Required for
             ``"int8"``; its first samples are also the default parity inputs then.
         sample_inputs: Inputs for the parity check, same layout. Random normal when None.
         check_ops: Restrict int8 to integer kernels and reject non-builtin ops in the result.
@@ -338,7 +341,10 @@ def _input_specs(model: keras.Model) -> list:
 
 
 def _as_arrays(data, specs, name: str) -> list[np.ndarray]:
-    """Normalise an array or a list of arrays (samples on axis 0) to one array per input."""
+    """Normalise an array, a list of arrays (samples on axis 0, one per input), a
+    ``tf.data.Dataset`` or a ``keras.utils.PyDataset`` of batches to one array per input."""
+    if is_batched_source(data):
+        data = first_inputs(data, MAX_REPRESENTATIVE_SAMPLES)
     arrays = [np.asarray(a) for a in ([data] if isinstance(data, np.ndarray) else data)]
     if len(arrays) != len(specs):
         raise ValueError(

@@ -31,6 +31,7 @@ from tfchannelprune import _keras
 from tfchannelprune.core.cost import count_macs
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
+from tfchannelprune.core.plans import ignored_groups
 from tfchannelprune.core.surgery import compact
 from tfchannelprune.dynamic.bandit import DEFAULT_EXPLORATION, ChannelBandit
 from tfchannelprune.dynamic.executor import ChannelExecutor
@@ -48,7 +49,8 @@ class DynamicChannelExecution(keras.callbacks.Callback):
         final_fraction: share of each group kept by ``plan()`` / ``compact()`` (default:
             ``active_fraction``).
         min_channels: at least this many channels of a group run per step.
-        ignored_layers: layer names whose groups always run in full and are not pruned.
+        ignored_layers: layer names (bare or full paths) whose groups always run in full and
+            are not pruned; the same meaning as everywhere (``core.plans.ignored_groups``).
         seed: seed of the bandit's tie-breaking.
 
     The bandit state is ``self.bandit`` (``tf.Variable``s, checkpoint it with
@@ -93,13 +95,14 @@ class DynamicChannelExecution(keras.callbacks.Callback):
         if self._built_for is model:
             return
         self.graph = ChannelGraph(model)
+        ignored = ignored_groups(self.graph, self.ignored_layers)
         groups = {
             g.name: (
                 g.size,
                 min(g.size, max(self.min_channels, round(self.active_fraction * g.size))),
             )
             for g in self.graph.prunable_groups
-            if not set(g.producers) & set(self.ignored_layers)
+            if g.name not in ignored
         }
         if not groups:
             raise ValueError(

@@ -143,7 +143,9 @@ class ChannelPruning(keras.callbacks.Callback):
         if data is None and isinstance(self.importance, SignalImportance):
             if self.importance.signal.kind == "mask":  # the papers' way: in the train step
                 self.importance = TrainStepSaliency(self.importance.signal)
-        if data is None and self.importance.needs_data:
+        self._in_step = bool(getattr(self.importance, "in_step", False))
+        fed_by_data = self.importance.accumulated and not self._in_step
+        if data is None and (self.importance.needs_data or fed_by_data):
             raise ValueError(
                 f"Signal {self.importance.name!r} needs calibration data; give data=(x, y) or "
                 f"a dataset, or a criterion that reads only the weights (e.g. 'fpgm'). "
@@ -194,7 +196,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self._cap = procedures.channels_per_event(
             self.channels_per_step, self.original_channels, self.schedule
         )
-        if self.importance.accumulated:
+        if self._in_step:  # installs itself in the model's train step
             self.importance.build(self._context(None))
         self._writer = None
         if self.log_dir:
@@ -268,10 +270,10 @@ class ChannelPruning(keras.callbacks.Callback):
                 self._write(self._record(event, epoch, masks, self._channels_kept(masks), logs))
                 return
         before = self._channels_kept(masks)
-        if self.importance.accumulated and not getattr(self.importance, "num_examples", 1):
-            return  # nothing accumulated since the last event
+        if self._in_step and not self.importance.num_examples:
+            return  # no training step since the last event
         scores = score_all(self._context(epoch), [self.importance])[0]
-        if self.importance.accumulated:
+        if self._in_step:
             self.importance.reset()
         kwargs, cap = self._targets(fraction, masks)
         new_masks = select.select_channels(

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tfchannelprune.core.cost import MarginalCosts, macs_for, marginal_for, params_for
+from tfchannelprune.core.plans import ignored_groups
 
 NORMALISATIONS = ("none", "l2", "max", "mean", "sum")
 
@@ -46,7 +47,8 @@ class SelectionConfig:
         min_channels: floor of channels kept in every group.
         round_to: keep widths at multiples of this (a group loses ``round_to`` channels at a
             time once aligned); 1 disables it.
-        ignored_layers: layer names whose groups are never pruned.
+        ignored_layers: layer names (bare or full paths) whose groups are never pruned: a
+            group touching one as producer, consumer or channel-wise layer is kept whole.
     """
 
     mode: str = "global"
@@ -74,15 +76,9 @@ class SelectionConfig:
 
 
 def candidate_groups(graph, config: SelectionConfig) -> list:
-    """Prunable groups not touched by an ignored layer."""
-    ignored = set(config.ignored_layers)
-    groups = []
-    for g in graph.prunable_groups:
-        layers = {p.split("/")[-1] for p in g.producers + g.consumers + g.channelwise}
-        layers |= set(g.producers + g.consumers + g.channelwise)
-        if not layers & ignored:
-            groups.append(g)
-    return groups
+    """Prunable groups not touched by an ignored layer (``core.plans.ignored_groups``)."""
+    ignored = ignored_groups(graph, config.ignored_layers)
+    return [g for g in graph.prunable_groups if g.name not in ignored]
 
 
 def _normalise(scores: np.ndarray, how: str) -> np.ndarray:

@@ -91,14 +91,37 @@ def collect_saliency(
 
 
 def score_all(context, importances) -> list[dict[str, np.ndarray]]:
-    """Scores of each importance; the taxonomy signals among them share one data pass."""
+    """Scores of each importance at one event.
+
+    The taxonomy signals among them share one data pass; an accumulated importance is
+    first fed the context's batches (``build``, ``reset``, ``update(x, y)`` per batch).
+    """
+    missing = [i.name for i in importances if i.needs_gradients and context.loss is None]
+    if missing:
+        raise ValueError(
+            f"Criteria {missing} need gradients of a loss; give loss (e.g. "
+            "'sparse_categorical_crossentropy'). Received: loss=None"
+        )
     taxonomy = [i.signal for i in importances if isinstance(i, SignalImportance)]
     shared = dict(zip(taxonomy, score_signals(context, taxonomy))) if taxonomy else {}
     results = []
     for imp in importances:
-        scores = shared[imp.signal] if isinstance(imp, SignalImportance) else imp(context)
+        if isinstance(imp, SignalImportance):
+            scores = shared[imp.signal]
+        else:
+            if imp.accumulated and not getattr(imp, "in_step", False):
+                accumulate(imp, context)  # in-step criteria were fed by the training steps
+            scores = imp(context)
         results.append(check_scores(scores, context, imp.name))
     return results
+
+
+def accumulate(importance, context) -> None:
+    """Feed an accumulated importance every batch of the context's data."""
+    importance.build(context)
+    importance.reset()
+    for x, y in context.batches(labels=True):
+        importance.update(x, y)
 
 
 def oracle_loss_change(model, data, loss, batch_size: int = 256) -> dict[str, np.ndarray]:

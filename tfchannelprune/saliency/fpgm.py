@@ -10,18 +10,17 @@ and the information it carries is shared by the others; so the score of filter `
 and the lowest scores are pruned first. This is not the distance to the mean filter: a filter
 can be close to the mean and far from most others (see tests/test_fpgm.py).
 
-A filter is the producer kernel's slice along its output channel axis (read through
-``signals.kernel_sources``, which the layer rules declare). A group fed by several producers
-(a residual add, a concatenation of the same channels) concatenates the slices of every
-producer into one filter per channel; a channel that a kernel holds at several positions
-(a depthwise multiplier) contributes each of them.
+A filter is the producer kernel's slice along its output channel axis
+(``ScoringContext.filters``, with the axes the layer rules declare). A group fed by several
+producers (a residual add) concatenates the slices of every producer into one filter per
+channel; a channel that a kernel holds at several positions (a depthwise multiplier)
+contributes each of them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tfchannelprune.saliency import signals as signals_lib
 from tfchannelprune.saliency.importance import Importance
 
 
@@ -50,8 +49,7 @@ class FPGM(Importance):
         return "fpgm"
 
     def __call__(self, context) -> dict[str, np.ndarray]:
-        filters = group_filters(context.graph)
-        return {group: self.distance_sums(matrix) for group, matrix in filters.items()}
+        return {group: self.distance_sums(f) for group, f in context.filters().items()}
 
     def distance_sums(self, filters: np.ndarray) -> np.ndarray:
         """``sum_j d(F_k, F_j)`` for every row ``k`` of ``filters`` (channels x weights)."""
@@ -66,24 +64,3 @@ class FPGM(Importance):
 
     def get_config(self) -> dict:
         return {"norm": self.norm}
-
-
-def group_filters(graph) -> dict[str, np.ndarray]:
-    """{group: (size, weights) matrix}: each channel's producer-kernel slices, concatenated
-    over the group's producers (zero-padded where a channel has fewer positions)."""
-    parts: dict[str, dict[int, list]] = {}
-    for source in signals_lib.kernel_sources(graph):
-        if source.role != "producer":
-            continue
-        kernel = np.moveaxis(source.kernel, source.channel_axis, 0)
-        for group, (index, channels) in source.positions.items():
-            per_channel = parts.setdefault(group, {})
-            for i, c in zip(index, channels, strict=True):
-                per_channel.setdefault(int(c), []).append(kernel[i].ravel())
-    out = {}
-    for group, per_channel in parts.items():
-        size = graph.group(group).size
-        rows = [np.concatenate(per_channel.get(c, [np.zeros(0)])) for c in range(size)]
-        width = max(len(r) for r in rows)
-        out[group] = np.stack([np.pad(r, (0, width - len(r))) for r in rows])
-    return out

@@ -12,16 +12,16 @@ Two kinds of criteria share the protocol:
 * computed at the event, from the weights (``needs_data = False``) or from a pass over the
   context's data (``needs_data = True``; read it with ``context.batches()``);
 * accumulated over training steps (``accumulated = True``): ``build(context)`` once,
-  ``update(x, y)`` with each training batch, ``__call__(context)`` at an event reads what was
-  accumulated, then ``reset()``.
+  ``update(x, y)`` with each batch, ``__call__(context)`` at an event reads what was
+  accumulated, then ``reset()``. Where no training steps feed it (``collect_saliency``, or an
+  event with calibration data), the caller runs ``build``, ``reset`` and ``update`` over the
+  context's batches first (``score_all``).
 
-Example (a criterion outside the taxonomy, in six lines):
+Example (a criterion outside the taxonomy; docs/signals.md has a worked one):
 
     >>> class KernelMax(tcp.Importance):
     ...     def __call__(self, context):
-    ...         scores = {g.name: np.zeros(g.size) for g in context.groups}
-    ...         ...  # fill in from context.model's weights
-    ...         return scores
+    ...         return {g: np.abs(f).max(axis=1) for g, f in context.filters().items()}
     >>> tcp.collect_saliency(model, None, None, signal=KernelMax())
 """
 
@@ -92,6 +92,31 @@ class ScoringContext:
             self.data, self.batch_size, labels=labels, steps=self.steps, model=self.model
         )
 
+    def filters(self) -> dict[str, np.ndarray]:
+        """{group: (size, weights) matrix}: row ``k`` is channel ``k``'s filter, the slices
+        of every producer kernel of the group along its output channel axis, concatenated
+        (the axes come from the layer rules through ``signals.kernel_sources``; a channel
+        that a kernel holds at several positions contributes each of them, and rows are
+        zero-padded to one length). Groups without a producer kernel are left out."""
+        parts: dict[str, dict[int, list]] = {}
+        for source in signals_lib.kernel_sources(self.graph):
+            if source.role != "producer":
+                continue
+            kernel = np.moveaxis(source.kernel, source.channel_axis, 0)
+            for group, (index, channels) in source.positions.items():
+                per_channel = parts.setdefault(group, {})
+                for i, c in zip(index, channels, strict=True):
+                    per_channel.setdefault(int(c), []).append(kernel[i].ravel())
+        out = {}
+        for group, per_channel in parts.items():
+            size = self.graph.group(group).size
+            rows = [np.concatenate(per_channel.get(c, [np.zeros(0)])) for c in range(size)]
+            width = max(len(r) for r in rows)
+            out[group] = np.stack([np.pad(r, (0, width - len(r))) for r in rows]).astype(
+                np.float64
+            )
+        return out
+
 
 def scoring_context(
     model,
@@ -117,9 +142,9 @@ def scoring_context(
 class Importance:
     """Base class of channel-importance criteria (lower score = prune first).
 
-    Subclasses implement ``__call__(context) -> {group name: scores}``; they may leave out
-    groups they cannot score (such groups are then never pruned by that criterion) and must
-    give a 1-D array of ``group.size`` finite values for the others.
+    Subclasses implement ``__call__(context) -> {group name: scores}``: a 1-D array of
+    ``group.size`` finite values per group. Score every group of ``context.groups``: a group
+    left out scores 0 in the selection (like ``bn_scale`` for a group without BatchNorm).
 
     Class attributes (declarations the callers read):
         needs_data: the criterion reads ``context.batches()``.

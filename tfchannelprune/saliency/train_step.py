@@ -65,6 +65,7 @@ class TrainStepSaliency(Importance):
     needs_data = False
     needs_gradients = True
     accumulated = True
+    in_step = True  # fed by the training step itself, not by update(x, y) over batches
 
     def __init__(self, signal="taylor"):
         self.signal = signals_lib.get(signal)

@@ -8,8 +8,8 @@ import zoo
 from keras import layers as L
 
 import tfchannelprune as tcp
-from tfchannelprune.dynamic.callback import DynamicChannelExecution
 from tfchannelprune.dynamic.bandit import ChannelBandit
+from tfchannelprune.dynamic.callback import DynamicChannelExecution
 from tfchannelprune.dynamic.executor import ChannelExecutor
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

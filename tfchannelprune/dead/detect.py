@@ -1,13 +1,13 @@
 """Dead channels: find them, remove them for free, report what that saves.
 
 A channel is *dead* when its output as fed forward (a ChannelGate's input: after BatchNorm and
-the activation) has variance <= ``tol`` over the data (papers.md section 0.7; Evci, arXiv:
-1806.06068). A ReLU that never fires is the common case (constant 0), a BatchNorm with
-``gamma = 0`` another (constant ``beta``). A channel of a residual or concatenated group is
-fed forward at several gates and is dead only if it is constant at every one of them; its
-constant at each gate is folded into that gate's consumers (``mean_replacement.py``), so the
-compact model computes the same function, exactly for Dense and unpadded convs and in the
-interior for zero-padded ones (docs/dead.md).
+the activation) has variance <= ``tol`` over the data (Evci, "Detecting Dead Weights and Units
+in Neural Networks", arXiv:1806.06068). A ReLU that never fires is the common case (constant
+0), a BatchNorm with ``gamma = 0`` another (constant ``beta``). A channel of a residual or
+concatenated group is fed forward at several gates and is dead only if it is constant at every
+one of them; its constant at each gate is folded into that gate's consumers
+(``mean_replacement.py``), so the compact model computes the same function, exactly for Dense
+and unpadded convs and in the interior for zero-padded ones (docs/dead.md).
 
 Example:
     >>> report = find_dead_channels(model, x_train)

@@ -1,10 +1,11 @@
 """Running statistics of every ChannelGate's input: count, mean, M2 (for the variance), max |a|.
 
 The gate input is a channel's output *as fed forward* (after BatchNorm and the activation), so
-these are the statistics that dead-channel detection and mean replacement need (papers.md
-sections 0.7 and 2.5). The state lives in ``tf.Variable``s and is updated by ``hook``, which
-``record_gate_inputs`` calls inside a forward pass: inside ``update(x)`` (a forward pass of its
-own) or inside a ``model.fit`` train step (``DeadChannelMonitor``), with no extra pass.
+these are the statistics that dead-channel detection and mean replacement need (Evci's thesis,
+arXiv:1806.06068, and "Mean Replacement Pruning"; docs/references.md). The state lives in
+``tf.Variable``s and is updated by ``hook``, which ``record_gate_inputs`` calls inside a
+forward pass: inside ``update(x)`` (a forward pass of its own) or inside a ``model.fit`` train
+step (``DeadChannelMonitor``), with no extra pass.
 
 Per batch the statistics are computed in float64 and merged with Chan et al.'s parallel update
 (count, mean, M2), so the variance does not suffer from the cancellation of

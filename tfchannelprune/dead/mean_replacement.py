@@ -3,7 +3,8 @@
 Evci et al., "Mean Replacement Pruning" (2018), and Evci's thesis (arXiv:1806.06068): a
 removed channel is replaced by a constant ``abar_k`` (its mean, or its exact value when the
 channel is dead), and the constant's contribution is added to the bias of every layer that
-reads it (papers.md section 2.5):
+reads it (Evci, Le Roux, Castro, Bottou, "Mean Replacement Pruning", OpenReview BJxRVnC5Fm;
+docs/references.md):
 
 * Dense: ``c'_o = c_o + sum_k abar_k V[k, o]`` (after Flatten, at every row of the channel);
 * Conv: ``c'_o = c_o + sum_k abar_k sum_{u,v} V[u, v, k, o]``;

@@ -2,7 +2,7 @@
 
 Every channel of a group is a base arm; each step the group plays a super-arm of ``k`` channels,
 the top-k by the optimistic index (Chen, Wang & Yuan, ICML 2013, CUCB; used by Spasov & Lio 2019,
-papers.md section 3.2 and decision 0.6)::
+arXiv:1905.06435)::
 
     index_i = mu_i + c * sqrt(ln t / T_i)        (T_i = 0: +inf, so every arm is tried once)
 

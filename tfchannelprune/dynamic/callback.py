@@ -1,7 +1,8 @@
 """``DynamicChannelExecution``: train on a bandit-chosen subset of channels (Spasov & Lio 2019).
 
 At every training step each prunable group executes only ``k = active_fraction x width``
-channels, the top-k by the combinatorial UCB index (``ChannelBandit``, papers.md 0.6 and 3.2).
+channels, the top-k by the combinatorial UCB index (``ChannelBandit``; Spasov & Lio
+2019, arXiv:1905.06435).
 The step runs a ``ChannelExecutor`` (gathered kernels: smaller convolutions on the active
 channels), so inactive channels produce nothing, get no gradient, and ``FrozenSlices`` keeps
 their weights and optimizer slots unchanged. The reward of an executed channel is its Taylor

@@ -3,7 +3,8 @@
 For given active sets (``{group: sorted channel indices}``, a fixed count ``k`` per group so that
 every shape is static and a ``tf.function`` never retraces), each tensor whose channel axis holds
 partially active groups is carried *compact*: only its active positions, in ascending order.
-Layers then run on smaller tensors with gathered weights (Spasov & Lio 2019, papers.md 3.3):
+Layers then run on smaller tensors with gathered weights (Spasov & Lio 2019,
+arXiv:1905.06435):
 
 * Conv1D/2D/3D and Dense: ``kernel[..., active_in, active_out]`` and ``bias[active_out]``;
 * BatchNormalization: gamma, beta and moving statistics of the active channels (only those

@@ -4,7 +4,7 @@ A channel that was not executed has zero gradients, but an optimizer would still
 (momentum, Adam's first moment, weight decay) and decay its slots. Around each optimizer step,
 the slices of every per-channel weight and of its optimizer slots (slot variables of the same
 shape) that belong to an inactive channel are put back to their values before the step
-(papers.md 7.1: "momentum and Adam state for pruned weights must also be masked").
+(momentum and Adam state of a frozen weight must not move it either).
 
 A weight entry is updated only when all the channels it connects are active: a conv kernel
 entry needs its input and its output channel active.

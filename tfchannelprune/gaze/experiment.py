@@ -1,6 +1,6 @@
 """The FastGaze experiment end to end: teacher, distilled student, Fisher-pruned students.
 
-Theis et al. 2018 (papers.md §5) distil a small student from a large teacher, Fisher-prune it
+Theis et al. 2018 (arXiv:1801.05787) distil a small student from a large teacher, Fisher-prune it
 with the cost term and compare accuracy against MACs. `run_experiment` does that on synthetic
 scenes with known fixation densities (`make_dataset`), so the explained information gain (share
 of the gold standard's) is exact. `examples/gaze.py` plots it and `benchmarks/gaze.py` checks

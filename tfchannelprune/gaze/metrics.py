@@ -2,8 +2,8 @@
 
 Conventions follow the MIT/Tübingen saliency benchmark (Bylinskii et al., "What do different
 evaluation metrics tell us about saliency models?", TPAMI 2019; MATLAB code in
-`cvzoya/saliency/code_forMetrics`) and pysaliency (Kümmerer et al.), as summarised in
-`papers.md` §6; where the two differ the docstring says which one is followed.
+`cvzoya/saliency/code_forMetrics`) and pysaliency (Kümmerer et al.), with the
+definitions of docs/gaze.md; where the two differ the docstring says which one is followed.
 
 Shapes: a saliency map, density or log-density is (H, W); `fixations` is an int array (k, 2) of
 (y, x) pixel coordinates, 0-based; a pixel fixated twice appears twice. Log-densities are natural
@@ -106,7 +106,7 @@ def pixel_auc(saliency, fixations) -> float:
 
 
 def nss(saliency, fixations) -> float:
-    """Normalised scanpath saliency, per fixation (pysaliency convention; papers.md §6.5).
+    """Normalised scanpath saliency, per fixation (pysaliency convention).
 
     The map is standardised, `(S - mean(S)) / std(S)` with `ddof=0`, and averaged over the
     fixations, duplicates included (MIT `NSS.m` averages over the fixated pixels of a binary map
@@ -161,8 +161,8 @@ def log_likelihood(log_density, fixations) -> float:
     """Mean log-likelihood of the fixations under the model, in bits per fixation.
 
     `LL = (1/N) sum_i log2 p(x_i | I)`, computed from the model's own log-density (natural log,
-    summing to 1 over pixels after `exp`), as in Theis et al. 2018 and DeepGaze (papers.md
-    §6.9), not from a min-max normalised map as MIT `InfoGain.m`.
+    summing to 1 over pixels after `exp`), as in Theis et al. 2018 and DeepGaze II
+    (arXiv:1610.01563), not from a min-max normalised map as MIT `InfoGain.m`.
     """
     values = _values_at(np.asarray(log_density, dtype=np.float64), fixations)
     return math.nan if len(values) == 0 else float(np.mean(values) / math.log(2))

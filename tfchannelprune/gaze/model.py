@@ -1,9 +1,9 @@
 """DeepGaze-II-style gaze models: CNN backbone, 1x1 readout, blur, centre bias, log-softmax.
 
 The head follows DeepGaze II (Kümmerer, Wallis, Gatys, Bethge, ICCV 2017) as re-implemented by
-Theis et al. 2018 ("Faster gaze prediction with dense networks and Fisher pruning", papers.md
-§5.5): the readout runs *before* upsampling (cheaper), the Gaussian blur is separable, then a log
-centre bias is added and a softmax over pixels turns scores into a density:
+Theis et al. 2018 ("Faster gaze prediction with dense networks and Fisher pruning",
+arXiv:1801.05787): the readout runs *before* upsampling (cheaper), the Gaussian blur is
+separable, then a log centre bias is added and a softmax over pixels turns scores into a density:
 
     log Q(y, x | I) = [G_sigma * U(R(F(I)))](y, x) + log Q_cb(y, x) - logsumexp(...)
 

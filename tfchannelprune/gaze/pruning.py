@@ -1,7 +1,7 @@
 """Fisher pruning of a distilled gaze student with the computational-cost term (Theis et al. 2018).
 
 Theis, Korshunova, Tejani & Huszár, "Faster gaze prediction with dense networks and Fisher
-pruning" (arXiv:1801.05787; papers.md §5.2-5.4): train the student by distillation, then
+pruning" (arXiv:1801.05787, sections on Fisher pruning): train the student by distillation, then
 repeatedly train N steps and remove the one feature map with the smallest
 
     Delta_k + beta * Delta C_k,   Delta_k = 1/(2N) sum_n (sum_hw a * dl_n/da)^2

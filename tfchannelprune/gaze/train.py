@@ -2,7 +2,7 @@
 
 Theis et al. 2018 train by maximum likelihood of fixations, i.e. minimise the cross-entropy
 `-E[log Q(z | I)]` over fixation locations z, and distil a student from a teacher with
-`0.1 * CE(human fixations) + 0.9 * CE(teacher density)` (papers.md §5.5). Cross-entropy is linear
+`0.1 * CE(human fixations) + 0.9 * CE(teacher density)` (arXiv:1801.05787). Cross-entropy is linear
 in its target, so on one image that loss equals the cross-entropy to the mixed target
 `0.1 * empirical fixation map + 0.9 * teacher density` (`distillation_targets`). In the paper the
 two terms come from different datasets (MIT1003 fixations, SALICON teacher maps); here both are

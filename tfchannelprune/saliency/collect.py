@@ -5,7 +5,7 @@ returns {group: scores} (LOWER = prune first); ``SaliencyAccumulator`` (re-expor
 same machinery as an object a ``model.fit`` callback feeds with ``update(x, y)``;
 ``oracle_loss_change`` measures the true loss change of switching each channel off.
 
-Conventions (papers.md section 0):
+Conventions (docs/signals.md):
 
 * gradients are those of the SUM of per-example losses, so each example's gradient is its own
   and no signal depends on the batch size;

@@ -33,6 +33,18 @@ def tiny_cnn(seed=0):
     return keras.Model(inp, L.Dense(3)(x))
 
 
+def tiny_separable(seed=0):
+    """Depthwise (multiplier 2), PReLU and separable convs: all run on the channel subset."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 1))
+    x = L.ReLU()(L.BatchNormalization()(conv(6)(inp)))
+    x = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, use_bias=False)(x)
+    x = L.PReLU(alpha_initializer=keras.initializers.Constant(0.2))(L.BatchNormalization()(x))
+    x = L.SeparableConv2D(8, 3, padding="same", depth_multiplier=2, use_bias=False)(x)
+    x = L.GlobalAveragePooling2D()(L.ReLU()(L.BatchNormalization()(x)))
+    return keras.Model(inp, L.Dense(3)(x))
+
+
 def tiny_data(n=16, seed=0):
     return zoo.tiny_digits(n, seed)
 
@@ -133,9 +145,10 @@ def test_all_active_step_equals_normal_step(optimizer):
     assert "train_step" not in vars(dynamic)  # uninstalled after fit
 
 
-def test_fixed_active_set_trains_like_compact_model():
+@pytest.mark.parametrize("build", [tiny_cnn, tiny_separable])
+def test_fixed_active_set_trains_like_compact_model(build):
     x, y = tiny_data(32)
-    model = compiled(tiny_cnn())
+    model = compiled(build())
     dyn = DynamicChannelExecution(active_fraction=0.5)
     dyn.build(model)
     plan = {g: list(range(1, 1 + k)) for g, k in dyn.bandit.ks.items()}
@@ -165,10 +178,12 @@ def numpy_mask(executor, active):
     return mask
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_inactive_channels_do_not_change(optimizer):
+@pytest.mark.parametrize(
+    "optimizer, build", [("adam", tiny_cnn), ("sgd", tiny_cnn), ("adam", tiny_separable)]
+)
+def test_inactive_channels_do_not_change(optimizer, build):
     x, y = tiny_data(16)
-    model = compiled(tiny_cnn(), optimizer)
+    model = compiled(build(), optimizer)
     dyn = DynamicChannelExecution(active_fraction=0.5)
     snap = Snapshot()
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[dyn, snap])
@@ -225,13 +240,41 @@ def test_plan_compact_and_macs():
     assert small.count_params() < model.count_params()
 
 
-def test_masked_fallback_counts_full_macs():
+def test_separable_and_depthwise_run_on_the_subset():
     model = zoo.separable_blocks()
     dyn = DynamicChannelExecution(active_fraction=0.5)
     dyn.build(model)
     plan = {g: list(range(k)) for g, k in dyn.bandit.ks.items()}
-    assert "full" in dyn.executor.kinds
-    assert tcp.count_macs(model, plan=plan) < dyn.executed_macs < dyn.dense_macs
+    kinds = dict(zip((fn.path for fn in dyn.graph.flat.nodes), dyn.executor.kinds))
+    assert "masked" not in kinds.values()
+    assert dyn.executed_macs == tcp.count_macs(model, plan=plan) < dyn.dense_macs
+
+
+def causal_conv1d():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 3))
+    x = L.Conv1D(8, 3, padding="causal", activation="relu", name="c1")(inp)
+    x = L.Conv1D(6, 3, padding="causal", activation="relu", name="c2")(x)
+    return keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling1D()(x)))
+
+
+def test_masked_fallback_counts_full_macs_and_stays_exact():
+    model = zoo.randomize(causal_conv1d(), seed=0)
+    graph = tcp.ChannelGraph(model)
+    executor = ChannelExecutor(graph, {"c1": 4})
+    kinds = dict(zip((fn.path for fn in graph.flat.nodes), executor.kinds))
+    assert kinds["c1"] == kinds["c2"] == "masked"
+    reasons = [r.subset(fn).reason for fn, r in zip(graph.flat.nodes, graph.rules)]
+    assert any("causal" in r for r in reasons)
+    plan = {"c1": [0, 2, 5, 7]}
+    x = zoo.sample_input(model, batch=4)
+    got, _, _ = executor.run(x, {"c1": tf.constant(plan["c1"], tf.int32)}, False)
+    want = tcp.compact(model, plan, graph=graph)(x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+    dyn = DynamicChannelExecution(active_fraction=0.5)
+    dyn.build(model)
+    plan = {g: list(range(k)) for g, k in dyn.bandit.ks.items()}
+    assert tcp.count_macs(model, plan=plan) < dyn.executed_macs <= dyn.dense_macs
 
 
 def test_errors():

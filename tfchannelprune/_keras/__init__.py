@@ -1,282 +1,50 @@
-"""The one module that touches Keras internals (graph nodes, private attributes).
+"""The one package that touches Keras internals (graph nodes, private attributes).
 
-Two services, both over Keras 3 Functional and Sequential models, nested ones included:
-
-* ``flatten_graph(model)``: a flat, topologically ordered list of leaf calls (layers and
-  ``keras.ops`` operations) with nested models inlined, and tensors named by canonical ids.
-* ``rebuild(model, ...)``: replays the graph on new inputs to build a new model with the same
-  nesting, letting the caller replace layers and insert layers after any leaf output.
+* ``graph``: ``flatten_graph(model)``, a flat, topologically ordered list of leaf calls (layers
+  and ``keras.ops`` operations) with nested models inlined, and tensors named by canonical ids;
+* ``rebuild``: ``rebuild(model, ...)`` replays the graph on new inputs to build a new model
+  with the same nesting, letting the caller replace layers and insert layers after any output;
+* ``nodes``: a call's arguments (``node_kwargs``, ``node_constant_args``), replaying one call
+  (``call_node``), weights by name, ``keras.ops`` operation classes;
+* ``training``: a replacement ``train_step`` for ``fit`` and Keras's loss tracker.
 """
 
-from __future__ import annotations
+from tfchannelprune._keras.graph import (
+    FlatGraph,
+    FlatNode,
+    check_backend,
+    flatten_graph,
+    functional_view,
+    is_model,
+    nodes_in_order,
+)
+from tfchannelprune._keras.nodes import (
+    call_node,
+    input_values,
+    node_constant_args,
+    node_kwargs,
+    operation_class,
+    set_weights_by_name,
+    weights_by_name,
+)
+from tfchannelprune._keras.rebuild import (
+    AfterFn,
+    BuiltFn,
+    LayerFn,
+    clone_layer,
+    clone_operation,
+    rebuild,
+)
+from tfchannelprune._keras.training import (
+    install_train_step,
+    loss_tracker,
+    restore_train_step,
+)
 
-import dataclasses
-from collections.abc import Callable
-from typing import Any
-
-import keras
-from keras import tree
-
-from tfchannelprune.errors import UnsupportedModelError
-
-
-@dataclasses.dataclass
-class FlatNode:
-    """One call of a leaf operation inside the (flattened) model."""
-
-    op: Any  # keras.layers.Layer or keras.ops.Operation
-    path: str  # unique name: "layer" or "nested_model/layer"
-    node: Any  # keras Node of this call (for its arguments)
-    inputs: list[int]  # canonical ids of the input tensors, in call-argument order
-    outputs: list[int]
-    input_shapes: list[tuple]
-    output_shapes: list[tuple]
-    shared: bool = False  # the operation is called more than once in the model
-
-
-@dataclasses.dataclass
-class FlatGraph:
-    nodes: list[FlatNode]
-    inputs: list[int]
-    outputs: list[int]
-    input_names: list[str]
-    shapes: dict[int, tuple]  # canonical tensor id -> shape
-    consumers: dict[int, list[int]]  # canonical tensor id -> indices of consuming nodes
-
-
-def check_backend() -> None:
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            "tfchannelprune needs the TensorFlow backend of Keras 3 (GradientTape, LiteRT "
-            "export). Set KERAS_BACKEND=tensorflow before importing keras. "
-            f"Received: backend={backend!r}"
-        )
-
-
-def functional_view(model) -> keras.Model:
-    """The Functional graph of a Functional or Sequential Keras 3 model, or a clear error."""
-    check_backend()
-    if not isinstance(model, keras.Model):
-        module = type(model).__module__
-        if module.startswith(("tf_keras", "keras.api._v2", "tensorflow.python.keras")) or (
-            module.startswith("keras.") and not module.startswith("keras.src")
-        ):
-            raise TypeError(
-                "This is a Keras 2 (tf_keras / tf.keras legacy) model; tfchannelprune works on "
-                "Keras 3 models. Rebuild or reload it with `import keras` (Keras 3). "
-                f"Received: model of type {module}.{type(model).__name__}"
-            )
-        raise TypeError(
-            f"Expected a keras.Model. Received: model of type {module}.{type(model).__name__}"
-        )
-    if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
-        if functional is None:
-            raise ValueError(
-                "This Sequential model is not built, so it has no graph yet. Give it an "
-                "input shape (keras.Input as first layer) or call it on data first. "
-                f"Received: model={model.name!r}"
-            )
-        return functional
-    if not _is_functional(model):
-        raise UnsupportedModelError(
-            "Channel pruning needs the model's layer graph, and a subclassed model (custom "
-            "call()) has none that can be read or rebuilt. Express the model with the "
-            "functional API or Sequential. "
-            f"Received: model of class {type(model).__name__}"
-        )
-    return model
-
-
-def _is_functional(model) -> bool:
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, Functional) and hasattr(model, "_nodes_by_depth")
-
-
-def is_model(op) -> bool:
-    return isinstance(op, keras.Model)
-
-
-def nodes_in_order(functional) -> list:
-    """The model's non-input nodes in topological order."""
-    ordered = []
-    for depth in sorted(functional._nodes_by_depth.keys(), reverse=True):
-        for node in functional._nodes_by_depth[depth]:
-            if node.operation is not None and not node.is_input:
-                ordered.append(node)
-    return ordered
-
-
-def _shape(t) -> tuple:
-    return tuple(t.shape)
-
-
-def flatten_graph(model) -> FlatGraph:
-    """Inline nested models and list every leaf call in topological order."""
-    functional = functional_view(model)
-    alias: dict[int, int] = {}
-    shapes: dict[int, tuple] = {}
-    nodes: list[FlatNode] = []
-
-    def canon(t) -> int:
-        i = id(t)
-        while i in alias:
-            i = alias[i]
-        return i
-
-    def walk(fm, prefix: str) -> None:
-        counts: dict[int, int] = {}
-        for node in nodes_in_order(fm):
-            counts[id(node.operation)] = counts.get(id(node.operation), 0) + 1
-        for node in nodes_in_order(fm):
-            op = node.operation
-            ins = list(node.input_tensors)
-            outs = list(node.outputs)
-            for t in outs:
-                shapes[id(t)] = _shape(t)
-            if is_model(op) and counts[id(op)] == 1:
-                inner = functional_view(op)
-                if len(inner.inputs) == len(ins):
-                    for inner_in, outer_in in zip(inner.inputs, ins):
-                        alias[id(inner_in)] = canon(outer_in)
-                    walk(inner, prefix + op.name + "/")
-                    for inner_out, outer_out in zip(inner.outputs, outs):
-                        alias[id(outer_out)] = canon(inner_out)
-                    continue
-            nodes.append(
-                FlatNode(
-                    op=op,
-                    path=prefix + op.name,
-                    node=node,
-                    inputs=[canon(t) for t in ins],
-                    outputs=[id(t) for t in outs],
-                    input_shapes=[_shape(t) for t in ins],
-                    output_shapes=[_shape(t) for t in outs],
-                    shared=counts[id(op)] > 1,
-                )
-            )
-
-    for t in functional.inputs:
-        shapes[id(t)] = _shape(t)
-    walk(functional, "")
-    consumers: dict[int, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for t in n.inputs:
-            consumers.setdefault(t, []).append(i)
-    return FlatGraph(
-        nodes=nodes,
-        inputs=[id(t) for t in functional.inputs],
-        outputs=[canon(t) for t in functional.outputs],
-        input_names=[t._keras_history.operation.name for t in functional.inputs],
-        shapes=shapes,
-        consumers=consumers,
-    )
-
-
-# A layer_fn gets (path, op) and returns the operation to call, or None to drop the call
-# (its first argument passes through unchanged). An after_fn gets (path, original output
-# tensor id, new output tensor) and returns the tensor that downstream calls should see.
-LayerFn = Callable[[str, Any], Any]
-AfterFn = Callable[[str, int, Any], Any]
-BuiltFn = Callable[[str, Any, Any], None]
-
-
-def rebuild(
-    model,
-    layer_fn: LayerFn,
-    after_fn: AfterFn | None = None,
-    built_fn: BuiltFn | None = None,
-    prefix: str = "",
-    input_shapes: list | None = None,
-) -> keras.Model:
-    """Replay ``model``'s graph on new inputs; keeps names and nesting.
-
-    ``built_fn(path, old_op, new_op)`` runs after a replaced layer has been called (so it is
-    built) and is where weights get assigned.
-    """
-    functional = functional_view(model)
-    shapes = input_shapes or [None] * len(functional.inputs)
-    new_inputs = [_copy_input(t, s) for t, s in zip(functional.inputs, shapes)]
-    tensors = {id(t): n for t, n in zip(functional.inputs, new_inputs)}
-    for node in nodes_in_order(functional):
-        op = node.operation
-        path = prefix + op.name
-        args, kwargs = node.arguments.fill_in(tensors)
-        if is_model(op):
-            arg_shapes = [tuple(t.shape) for t in tree.flatten((args, kwargs)) if hasattr(t, "shape")]
-            new_op = rebuild(op, layer_fn, after_fn, built_fn, path + "/", arg_shapes)
-            outputs = new_op(*args, **kwargs)
-        else:
-            new_op = layer_fn(path, op)
-            if new_op is None:
-                outputs = args[0]
-            else:
-                outputs = new_op(*args, **kwargs)
-                if built_fn is not None and new_op is not op and isinstance(op, keras.layers.Layer):
-                    built_fn(path, op, new_op)
-        flat_outputs = tree.flatten(outputs)
-        for old, new in zip(node.outputs, flat_outputs):
-            if after_fn is not None and not is_model(op):
-                new = after_fn(path, id(old), new)
-            tensors[id(old)] = new
-    outputs = [tensors[id(t)] for t in functional.outputs]
-    inputs_struct = getattr(functional, "_inputs_struct", None)
-    outputs_struct = getattr(functional, "_outputs_struct", None)
-    inputs = tree.pack_sequence_as(inputs_struct, new_inputs) if inputs_struct is not None else new_inputs
-    outputs = tree.pack_sequence_as(outputs_struct, outputs) if outputs_struct is not None else outputs
-    return keras.Model(inputs, outputs, name=model.name)
-
-
-def _copy_input(t, batch_shape=None):
-    layer = t._keras_history.operation
-    shape = tuple(layer.batch_shape) if batch_shape is None else tuple(batch_shape)
-    return keras.Input(batch_shape=shape, dtype=layer.dtype, name=layer.name)
-
-
-def clone_layer(layer, config: dict | None = None):
-    """A fresh layer of the same class from ``config`` (default: the layer's own)."""
-    if isinstance(layer, keras.layers.Lambda) and config is None:
-        return layer  # stateless; re-creating it from config would need unsafe deserialization
-    config = layer.get_config() if config is None else config
-    return type(layer).from_config(config)
-
-
-def clone_operation(op):
-    """A fresh ``keras.ops`` operation (a stateless node such as ``a + b``), so the rebuilt
-    model does not add call nodes to the original's operations."""
-    try:
-        return type(op).from_config(op.get_config())
-    except Exception:  # an operation without a usable config: reuse it (it is stateless)
-        return op
-
-
-def weights_by_name(layer) -> dict[str, Any]:
-    return {v.name: v.numpy() for v in layer.weights}
-
-
-def set_weights_by_name(layer, values: dict[str, Any]) -> None:
-    for v in layer.weights:
-        if v.name not in values:
-            raise ValueError(
-                f"No value for weight {v.name!r} of layer {layer.name!r}. "
-                f"Received: names={sorted(values)}"
-            )
-        v.assign(values[v.name])
-
-
-def node_kwargs(node) -> dict:
-    return dict(node.arguments.kwargs)
-
-
-def node_constant_args(node) -> list:
-    """Non-tensor positional arguments of a call (e.g. the 2.0 of ``x * 2.0``)."""
-    from keras.src.backend import KerasTensor
-
-    return [a for a in tree.flatten(node.arguments.args) if not isinstance(a, KerasTensor)]
-
-
-def loss_tracker(model):
-    """The Mean metric through which Keras's own train_step reports the "loss" log."""
-    return getattr(model, "_loss_tracker", None)
+__all__ = [
+    "AfterFn", "BuiltFn", "FlatGraph", "FlatNode", "LayerFn", "call_node", "check_backend",
+    "clone_layer", "clone_operation", "flatten_graph", "functional_view", "input_values",
+    "install_train_step", "is_model", "loss_tracker", "node_constant_args", "node_kwargs",
+    "nodes_in_order", "operation_class", "rebuild", "restore_train_step",
+    "set_weights_by_name", "weights_by_name",
+]  # fmt: skip

@@ -20,7 +20,6 @@ import numpy as np
 
 from tfchannelprune import _keras
 from tfchannelprune.core import rules
-from tfchannelprune.core.rules import ChannelGateRule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +217,8 @@ class ChannelGraph:
             self.block(self._layouts[tensor], "model output")
 
     @staticmethod
-    def _why_barrier(fn, rule: rules.Rule) -> str | None:
-        if type(rule) is rules.Rule:
+    def _why_barrier(fn, rule) -> str | None:
+        if not rule.known:
             return f"{type(fn.op).__name__} {fn.path!r} is {rules.BARRIER_NOTE}"
         if fn.shared:
             return f"{fn.path!r} is called more than once (shared weights)"
@@ -240,7 +239,7 @@ class ChannelGraph:
         points: list[GatePoint] = []
         nodes = self.flat.nodes
         for fn, rule in zip(nodes, self.rules):
-            if isinstance(rule, ChannelGateRule):
+            if rule.is_gate:
                 out_dirty = False
             elif not rule.zero_preserving(fn):
                 out_dirty = True  # new channels (producers), or f(0) != 0

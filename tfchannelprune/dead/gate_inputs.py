@@ -199,16 +199,14 @@ def gate_input_means(
 
 
 def flattened_gates(graph: ChannelGraph) -> list[str]:
-    """Gates whose output is read by a Flatten (or a Reshape that flattens)."""
-    from tfchannelprune.core import rules
-
+    """Gates whose output is read by a Flatten (or a Reshape that flattens): a reader whose
+    rule declares ``flattens``."""
     found = []
-    for fn in graph.flat.nodes:
-        if not isinstance(fn.op, ChannelGate):
+    for fn, rule in zip(graph.flat.nodes, graph.rules):
+        if not rule.is_gate:
             continue
         for i in graph.flat.consumers.get(fn.outputs[0], []):
-            reader = graph.flat.nodes[i]
-            if isinstance(graph.rules[i], rules.FlattenRule) and len(reader.output_shapes[0]) == 2:
+            if graph.rules[i].flattens(graph.flat.nodes[i]):
                 found.append(fn.path)
                 break
     return found

@@ -4,7 +4,8 @@ Evci et al., "Mean Replacement Pruning" (2018), and Evci's thesis (arXiv:1806.06
 removed channel is replaced by a constant ``abar_k`` (its mean, or its exact value when the
 channel is dead), and the constant's contribution is added to the bias of every layer that
 reads it (Evci, Le Roux, Castro, Bottou, "Mean Replacement Pruning", OpenReview BJxRVnC5Fm;
-docs/references.md):
+docs/references.md). Each layer type's rule declares the fold (``Rule.fold_constant``); the
+built-in ones:
 
 * Dense: ``c'_o = c_o + sum_k abar_k V[k, o]`` (after Flatten, at every row of the channel);
 * Conv: ``c'_o = c_o + sum_k abar_k sum_{u,v} V[u, v, k, o]``;
@@ -42,8 +43,7 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
-from tfchannelprune.core import rules
-from tfchannelprune.core.gate import ChannelGate
+from tfchannelprune import _keras
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.errors import UnsupportedLayerError
 
@@ -87,7 +87,7 @@ def mean_replacement_shift(
     varying: set[int] = set()  # tensors whose image comes from a spatial mean map
     shifts: dict[str, np.ndarray] = {}
     for fn, rule in zip(graph.flat.nodes, graph.rules, strict=True):
-        if isinstance(fn.op, ChannelGate):
+        if rule.is_gate:
             gone = _removed(graph, fn.inputs[0], masks)
             values[fn.outputs[0]], is_map = _gate_image(fn, means, gone)
             removed[fn.outputs[0]] = gone
@@ -97,11 +97,10 @@ def mean_replacement_shift(
         known = [t for t in fn.inputs if t in values]
         if not known or not any(removed[t].any() for t in known):
             continue
-        if _is_consumer(fn, rule):
-            image = values[fn.inputs[0]]
-            shift = _consumer_shift(fn, rule, image, fn.inputs[0] in varying)
+        shift = _consumer_shift(fn, rule, values, varying)
+        if shift is not None:
             shifts[fn.path] = shifts.get(fn.path, 0.0) + shift
-        elif _carries_constants(fn, rule) and len(known) == len(fn.inputs):
+        elif rule.carries_constants(fn) and len(known) == len(fn.inputs):
             _check_broadcast(graph, fn, removed, masks)
             out = _evaluate(fn, values)
             gone = _removed(graph, fn.outputs[0], masks)
@@ -147,20 +146,6 @@ def _spatial(shape) -> list[int]:
     return [int(d) if d is not None else _UNKNOWN_SPATIAL for d in shape[1:-1]]
 
 
-def _is_consumer(fn, rule) -> bool:
-    """A layer that reads channels jointly and has a bias to fold into."""
-    if isinstance(rule, rules.DepthwiseRule) or not isinstance(rule, rules.ProducerRule):
-        return False
-    return not rule.is_channelwise(fn)  # a channel-wise conv loses the channel with it
-
-
-def _carries_constants(fn, rule) -> bool:
-    """Layers through which a constant channel stays a function of constants only."""
-    if isinstance(rule, rules.FlattenRule):
-        return True
-    return not rule.mixes and rule.zero_preserving(fn) and type(rule) is not rules.Rule
-
-
 def _check_broadcast(graph, fn, removed, masks) -> None:
     width = len(graph.layout(fn.outputs[0]))
     for t in fn.inputs:
@@ -175,13 +160,8 @@ def _check_broadcast(graph, fn, removed, masks) -> None:
 
 def _evaluate(fn, values) -> np.ndarray:
     """Run the leaf call on the constant images of its inputs (inference mode)."""
-    tensors = {
-        id(t): tf.constant(values[cid])
-        for t, cid in zip(fn.node.input_tensors, fn.inputs, strict=True)
-    }
-    args, kwargs = fn.node.arguments.fill_in(tensors)
-    out = fn.op(*args, **kwargs)
-    return np.array(out, dtype=np.float32)
+    tensors = _keras.input_values(fn, lambda t: tf.constant(values[t]))
+    return np.array(_keras.call_node(fn, tensors)[0], dtype=np.float32)
 
 
 # ---------------------------------------------------------------------- folding
@@ -190,20 +170,15 @@ def _centre(image: np.ndarray) -> np.ndarray:
     return np.asarray(image[(0, *[s // 2 for s in image.shape[1:-1]])], dtype=np.float64)
 
 
-def _consumer_shift(fn, rule, image, is_map: bool) -> np.ndarray:
-    """The bias change of a consumer that reads ``image`` where the removed channels were.
-    A constant image is read at its centre (exact in the interior); a spatial mean map is
-    averaged over space, except by a Dense after Flatten, which reads every position."""
-    layer = fn.op
+def _consumer_shift(fn, rule, values, varying) -> np.ndarray | None:
+    """The bias change of a consumer that reads the replacement image where the removed
+    channels were (None: the layer is not a consumer; its rule folds nothing). A constant
+    image is read at its centre (exact in the interior); a spatial mean map is averaged over
+    space, except by a Dense after Flatten, which reads every position."""
+    if fn.inputs[0] not in values:
+        return None
+    image = values[fn.inputs[0]]
+    is_map = fn.inputs[0] in varying
     u = image.reshape(-1, image.shape[-1]).mean(axis=0) if is_map else _centre(image)
-    if isinstance(rule, rules.SeparableRule):
-        depthwise = np.asarray(layer.depthwise_kernel.numpy(), np.float64)
-        pointwise = np.asarray(layer.pointwise_kernel.numpy(), np.float64)
-        taps = depthwise.sum(axis=tuple(range(depthwise.ndim - 2)))  # (C_in, dm)
-        middle = (u[:, None] * taps).reshape(-1)  # position c*dm + m, as in the pointwise rows
-        return middle @ pointwise.reshape(-1, pointwise.shape[-1])
-    kernel = np.asarray(layer.kernel.numpy(), np.float64)
-    taps = kernel.sum(axis=tuple(range(kernel.ndim - 2)))
-    if isinstance(rule, rules.TransposeRule):  # (out, in); averaged over output positions
-        return taps @ u / float(np.prod(layer.strides))
-    return u @ taps  # Dense (in, out); Conv taps summed to (in, out)
+    shift = rule.fold_constant(fn.op, fn, u)
+    return None if shift is None else np.asarray(shift, dtype=np.float64)

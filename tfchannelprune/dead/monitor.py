@@ -29,6 +29,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tfchannelprune import _keras
 from tfchannelprune.core.gate import record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import gated_model
@@ -76,7 +77,7 @@ class DeadChannelMonitor(keras.callbacks.Callback):
         self._slices = non_learning.channel_parameters(self.graph)
         self._context = record_gate_inputs(self.stats.hook)
         self._context.__enter__()
-        self.model.make_train_function(force=True)  # traced with the hook in place
+        _keras.install_train_step(self.model)  # traced with the hook in place
 
     def on_epoch_begin(self, epoch, logs=None):
         self.stats.reset()
@@ -125,9 +126,7 @@ class DeadChannelMonitor(keras.callbacks.Callback):
             self._context = None
         self.stats.active.assign(False)
         # the traced functions hold the hook: let the next fit / evaluate trace afresh
-        self.model.train_function = None
-        self.model.test_function = None
-        self.model.predict_function = None
+        _keras.restore_train_step(self.model, traced=True)
 
     def _examples(self, moments) -> int:
         shapes = {fn.path: fn.input_shapes[0] for fn in self.graph.flat.nodes}

@@ -28,23 +28,36 @@ Slices = list[tuple[object, int, dict]]
 
 
 def channel_parameters(graph: ChannelGraph) -> Slices:
-    """Every trainable slice that belongs to one channel of a prunable group."""
+    """Every trainable slice that belongs to one channel of a prunable group: the output-side
+    weight axes of the groups' producers (kernel, bias) and the axes of the per-channel scaled
+    layers acting on them (BatchNorm's gamma and beta), as their rules declare them."""
+    prunable = {g.name for g in graph.prunable_groups}
+    producers = {path for g in graph.prunable_groups for path in g.producers}
     out: Slices = []
-    for source in signals_lib.kernel_sources(graph):
-        if source.role != "producer":
+    for fn, rule in zip(graph.flat.nodes, graph.rules, strict=True):
+        if fn.path in producers:
+            side, tensor = "out", fn.outputs[0]
+        elif rule.channel_scale(fn) is not None:
+            side, tensor = "in", fn.inputs[0]
+        else:
             continue
-        out.append((source.variable, source.channel_axis, source.positions))
-        bias = getattr(source.layer, "bias", None)
-        if bias is not None:
-            out.append((bias, 0, source.positions))
-    by_layer: dict[int, tuple] = {}
-    for group, layer, index, channels in signals_lib.batch_norms(graph):
-        by_layer.setdefault(id(layer), (layer, {}))[1][group] = (index, channels)
-    for layer, positions in by_layer.values():
-        for var in (layer.gamma, getattr(layer, "beta", None)):
-            if var is not None and var.trainable:
-                out.append((var, 0, positions))
+        variables = {v.name: v for v in fn.op.trainable_weights}
+        positions = signals_lib.channel_positions(graph, tensor, prunable)
+        for axis in rule.weight_axes(fn):
+            if axis.side == side and axis.weight in variables and positions:
+                out.append((variables[axis.weight], axis.axis, _repeated(positions, axis.repeat)))
     return out
+
+
+def _repeated(positions: dict, repeat: int) -> dict:
+    """Positions of a weight axis where each channel position spans ``repeat`` indices."""
+    if repeat == 1:
+        return positions
+    step = np.arange(repeat)
+    return {
+        g: ((i[:, None] * repeat + step).reshape(-1), np.repeat(c, repeat))
+        for g, (i, c) in positions.items()
+    }
 
 
 def _per_channel(graph, slices: Slices, arrays: Iterable[np.ndarray]) -> dict[str, np.ndarray]:

@@ -147,7 +147,7 @@ class DynamicChannelExecution(keras.callbacks.Callback):
         plan = {g: range(k) for g, k in ks.items()}
         part = count_macs(self.graph, per_layer=True, plan=plan)
         fallback = {
-            fn.path for fn, k in zip(self.graph.flat.nodes, self.executor.kinds) if k == "full"
+            fn.path for fn, k in zip(self.graph.flat.nodes, self.executor.kinds) if k == "masked"
         }
         return int(sum(full[p] if p in fallback else part[p] for p in full))
 
@@ -168,14 +168,12 @@ class DynamicChannelExecution(keras.callbacks.Callback):
             raise ValueError("Compile the model (with an optimizer) before fit().")
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.train_step = self.train_step  # instance attribute: Keras traces it
-        model.make_train_function(force=True)
+        _keras.install_train_step(model, self.train_step)
         self._installed = True
 
     def on_train_end(self, logs=None):
         if self._installed:
-            del self.model.train_step
-            self.model.train_function = None
+            _keras.restore_train_step(self.model)
             self._installed = False
 
     def on_epoch_end(self, epoch, logs=None):

@@ -3,17 +3,19 @@
 For given active sets (``{group: sorted channel indices}``, a fixed count ``k`` per group so that
 every shape is static and a ``tf.function`` never retraces), each tensor whose channel axis holds
 partially active groups is carried *compact*: only its active positions, in ascending order.
-Layers then run on smaller tensors with gathered weights (Spasov & Lio 2019,
-arXiv:1905.06435):
+Each call runs the way its rule declares (``Rule.subset``; Spasov & Liò, "Dynamic Neural
+Network Channel Execution for Efficient Training", arXiv:1905.06435):
 
-* Conv1D/2D/3D and Dense: ``kernel[..., active_in, active_out]`` and ``bias[active_out]``;
-* BatchNormalization: gamma, beta and moving statistics of the active channels (only those
-  moving statistics are updated);
-* pass-through layers (activations, pooling, dropout, padding, Flatten), merges and channel
-  concatenations: run as they are on the compact tensors;
-* anything else (depthwise / separable / transposed convs, PReLU, barriers ...): the *masked
-  fallback*: the input is scattered back to full width with zeros for inactive channels, the
-  layer runs at full width and inactive output channels are dropped. Its MACs count in full.
+* ``"gathered"`` (Conv, Dense, transposed / separable / depthwise convs, PReLU, BatchNorm,
+  gates): every weight is gathered on the active positions of its declared ``weight_axes``
+  and the rule's ``call_subset`` runs on the compact input; weights it updates (BatchNorm's
+  moving statistics) are written back to the active slices only;
+* ``"as_is"`` (activations, pooling, dropout, padding, Flatten, merges, concatenations): the
+  layer runs unchanged on the compact tensors;
+* ``"masked"`` (barriers, Reshape, cross-channel norms, grouped convs, a rule that declares
+  no subset call ...): the input is scattered back to full width with zeros for inactive
+  channels, the layer runs at full width and inactive output channels are dropped. Its MACs
+  count in full.
 
 Inactive channels thus produce nothing, and their weights get zero gradients.
 """
@@ -22,43 +24,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import keras
 import numpy as np
 import tensorflow as tf
 from keras import tree
 
-from tfchannelprune.core import rules
-from tfchannelprune.core.gate import ChannelGate
+from tfchannelprune import _keras
 from tfchannelprune.core.graph import ChannelGraph
 
-L = keras.layers
-COMPACT_CONVS = (L.Conv1D, L.Conv2D, L.Conv3D)
-PASS_RULES = (rules.Passthrough, rules.ActivationRule, rules.SoftmaxRule, rules.OpRule)
-MERGE_RULES = (rules.MergeRule, rules.ConcatRule)
 
-
-def node_kind(fn, rule) -> str:
-    """How the executor runs a leaf call: conv, dense, bn, gate, pass, merge or full."""
-    op = fn.op
-    if isinstance(op, ChannelGate):
-        return "gate"
-    if type(rule) is rules.ProducerRule and type(op) in COMPACT_CONVS:
-        channelwise_act = _activation(op) in rules.CHANNELWISE_ACTIVATIONS
-        return "conv" if getattr(op, "groups", 1) == 1 and channelwise_act else "full"
-    if type(rule) is rules.DenseRule and type(op) is L.Dense:
-        return "dense" if _activation(op) in rules.CHANNELWISE_ACTIVATIONS else "full"
-    if type(rule) is rules.ChannelwiseParamRule and type(op) is L.BatchNormalization:
-        return "full" if op.renorm else "bn"
-    if type(rule) in PASS_RULES or (type(rule) is rules.FlattenRule and type(op) is L.Flatten):
-        return "pass"
-    if type(rule) in MERGE_RULES:
-        return "merge"
-    return "full"
-
-
-def _activation(layer) -> str | None:
-    act = getattr(layer, "activation", None)
-    return keras.activations.serialize(act) if callable(act) else act
+def node_kinds(graph: ChannelGraph) -> list[str]:
+    """How the executor runs each leaf call: its rule's declared ``subset(fn).mode``
+    (``"as_is"``, ``"gathered"`` or ``"masked"``)."""
+    return [rule.subset(fn).mode for fn, rule in zip(graph.flat.nodes, graph.rules)]
 
 
 class ChannelExecutor:
@@ -86,7 +63,7 @@ class ChannelExecutor:
         self._tensors = self._all_tensors()
         self.skipped = self._drop_uneven()
         self._info = {t: self._tensor_info(t) for t in self._tensors}
-        self.kinds = [node_kind(fn, r) for fn, r in zip(graph.flat.nodes, graph.rules)]
+        self.kinds = node_kinds(graph)
 
     # ------------------------------------------------------------------ static analysis
     def _all_tensors(self) -> list[int]:
@@ -167,8 +144,8 @@ class ChannelExecutor:
         flat = self.graph.flat
         for t, x in zip(flat.inputs, tree.flatten(inputs)):
             run.values[t] = (tf.convert_to_tensor(x), None)
-        for fn, kind in zip(flat.nodes, self.kinds):
-            for t, value in zip(fn.outputs, getattr(run, "run_" + kind)(fn)):
+        for fn, rule, kind in zip(flat.nodes, self.graph.rules, self.kinds):
+            for t, value in zip(fn.outputs, getattr(run, "run_" + kind)(fn, rule)):
                 run.values[t] = value
         outputs = [run.full(t) for t in flat.outputs]
         watched = {t: run.values[t] for t in watch}
@@ -212,14 +189,11 @@ class _Run:
         return x, pos
 
     def _call(self, fn, args_of):
-        values = {id(k): args_of(t) for k, t in zip(fn.node.input_tensors, fn.inputs)}
-        args, kwargs = fn.node.arguments.fill_in(values)
-        if "training" in getattr(fn.op, "call_signature_parameters", ()):
-            kwargs.setdefault("training", self.training)
-        return tree.flatten(fn.op(*args, **kwargs))
+        values = _keras.input_values(fn, args_of)
+        return _keras.call_node(fn, values, training=self.training)
 
-    # -------------------------------------------------------------- node kinds
-    def run_full(self, fn):
+    # -------------------------------------------------------------- subset modes
+    def run_masked(self, fn, rule):
         outs = self._call(fn, self.full)
         result = []
         for t, y in zip(fn.outputs, outs):
@@ -227,75 +201,60 @@ class _Run:
             result.append((y, None) if want is None else (tf.gather(y, want, axis=-1), want))
         return result
 
-    def run_pass(self, fn):
+    def run_as_is(self, fn, rule):
         outs = self._call(fn, lambda t: self.compact(t)[0])
         return [(y, self.pos(t)) for t, y in zip(fn.outputs, outs)]
 
-    run_merge = run_pass
-
-    def run_gate(self, fn):
-        x, pos = self.compact(fn.inputs[0])
-        gate = fn.op.gate if pos is None else tf.gather(fn.op.gate, pos)
-        return [(x * tf.cast(gate, x.dtype), pos)]
-
-    def _weights(self, fn):
-        op = fn.op
+    def run_gathered(self, fn, rule):
         x, pin = self.compact(fn.inputs[0])
         pout = self.pos(fn.outputs[0])
-        x = tf.cast(x, op.compute_dtype)
-        kernel = tf.cast(op.kernel, x.dtype)
-        if pin is not None:
-            kernel = tf.gather(kernel, pin, axis=kernel.shape.rank - 2)
-        if pout is not None:
-            kernel = tf.gather(kernel, pout, axis=kernel.shape.rank - 1)
-        bias = None
-        if op.use_bias:
-            bias = tf.cast(op.bias, x.dtype)
-            bias = bias if pout is None else tf.gather(bias, pout)
-        return x, kernel, bias, pout
-
-    def _produce(self, fn, y, bias, pout):
-        if bias is not None:
-            y = y + bias
-        if fn.op.activation is not None:
-            y = fn.op.activation(y)
+        sides = {"in": pin, "out": pout}
+        axes = _axes_by_weight(rule.weight_axes(fn))
+        variables = {v.name: v for v in fn.op.weights}
+        weights = {
+            name: _gather(var.value, axes.get(name, ()), sides) for name, var in variables.items()
+        }
+        y, updates = rule.call_subset(fn.op, fn, x, weights, self.training)
+        for name, value in updates.items():
+            _assign_gathered(variables[name], axes.get(name, ()), sides, value)
         return [(y, pout)]
 
-    def run_conv(self, fn):
-        x, kernel, bias, pout = self._weights(fn)
-        return self._produce(fn, fn.op.convolution_op(x, kernel), bias, pout)
 
-    def run_dense(self, fn):
-        x, kernel, bias, pout = self._weights(fn)
-        return self._produce(fn, keras.ops.matmul(x, kernel), bias, pout)
+def _axes_by_weight(axes) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for a in axes:
+        out.setdefault(a.weight, []).append(a)
+    return out
 
-    def run_bn(self, fn):
-        op = fn.op
-        x, pos = self.compact(fn.inputs[0])
-        x = tf.cast(x, keras.backend.result_type(x.dtype, "float32"))
 
-        def take(v):
-            v = tf.cast(v, x.dtype)
-            return v if pos is None else tf.gather(v, pos)
+def _indices(axis, sides):
+    """The indices along ``axis`` of the active positions of its side (None: all)."""
+    pos = sides[axis.side]
+    if pos is None or axis.repeat == 1:
+        return pos
+    r = axis.repeat
+    return tf.reshape(pos[:, None] * r + tf.range(r, dtype=pos.dtype)[None, :], [-1])
 
-        gamma = take(op.gamma) if op.scale else None
-        beta = take(op.beta) if op.center else None
-        if self.training and op.trainable:
-            axes = list(range(x.shape.rank - 1))
-            mean, variance = keras.ops.moments(x, axes=axes, synchronized=op.synchronized)
-            for var, stat in ((op.moving_mean, mean), (op.moving_variance, variance)):
-                new = take(var) * op.momentum + stat * (1.0 - op.momentum)
-                _assign_slice(var, pos, new)
-        else:
-            mean, variance = take(op.moving_mean), take(op.moving_variance)
-        y = keras.ops.batch_normalization(
-            x, mean, variance, axis=-1, offset=beta, scale=gamma, epsilon=op.epsilon
+
+def _gather(value, axes, sides):
+    for axis in axes:
+        idx = _indices(axis, sides)
+        if idx is not None:
+            value = tf.gather(value, idx, axis=axis.axis)
+    return value
+
+
+def _assign_gathered(var, axes, sides, value) -> None:
+    """Write ``value`` (gathered on ``axes``) back into the active slices of ``var``."""
+    value = tf.cast(value, var.dtype)
+    index = [a for a in axes if _indices(a, sides) is not None]
+    if not index:
+        var.assign(value)
+        return
+    if len(index) > 1 or len(var.shape) != 1:
+        raise NotImplementedError(
+            f"Subset updates are written back along one axis of a vector only. Received: "
+            f"weight {var.path!r} of shape {tuple(var.shape)} updated along {len(index)} axes"
         )
-        return [(tf.cast(y, op.compute_dtype), pos)]
-
-
-def _assign_slice(var, pos, value) -> None:
-    if pos is None:
-        var.assign(tf.cast(value, var.dtype))
-    else:
-        var.assign(tf.tensor_scatter_nd_update(var.value, pos[:, None], tf.cast(value, var.dtype)))
+    idx = _indices(index[0], sides)
+    var.assign(tf.tensor_scatter_nd_update(var.value, idx[:, None], value))

@@ -4,7 +4,7 @@ A channel that was not executed has zero gradients, but an optimizer would still
 (momentum, Adam's first moment, weight decay) and decay its slots. Around each optimizer step,
 the slices of every per-channel weight and of its optimizer slots (slot variables of the same
 shape) that belong to an inactive channel are put back to their values before the step
-(momentum and Adam state of a frozen weight must not move it either).
+(momentum and Adam state of a channel that did not run must not move either).
 
 A weight entry is updated only when all the channels it connects are active: a conv kernel
 entry needs its input and its output channel active.
@@ -16,34 +16,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfchannelprune.core import rules
-from tfchannelprune.core.gate import ChannelGate
-
 
 def _axes(fn, rule, var, fi_in, fi_out) -> list[tuple[int, np.ndarray]]:
-    """(axis, flat channel slot per index along that axis) for one weight of a leaf call."""
-    name, ndim = var.name.split("/")[-1], len(var.shape)
-    if name == "bias":
-        return [(0, fi_out)] if isinstance(rule, rules.ProducerRule) else []
-    if isinstance(rule, rules.DepthwiseRule):
-        return [(ndim - 2, fi_in)] if name == "kernel" else []
-    if isinstance(rule, rules.SeparableRule):
-        if name == "depthwise_kernel":
-            return [(ndim - 2, fi_in)]
-        if name == "pointwise_kernel":
-            return [(ndim - 2, np.repeat(fi_in, fn.op.depth_multiplier)), (ndim - 1, fi_out)]
-        return []
-    if isinstance(rule, rules.TransposeRule):
-        return [(ndim - 1, fi_in), (ndim - 2, fi_out)] if name == "kernel" else []
-    if isinstance(rule, rules.ProducerRule):
-        if name != "kernel":
-            return []
-        if rule.is_channelwise(fn):
-            return [(ndim - 1, fi_out)]
-        return [(ndim - 2, fi_in), (ndim - 1, fi_out)]
-    if isinstance(rule, rules.ChannelwiseParamRule) and ndim and var.shape[-1] == len(fi_in):
-        return [(ndim - 1, fi_in)]
-    return []
+    """(axis, flat channel slot per index along that axis) for one weight of a leaf call,
+    from the channel axes its rule declares (``Rule.weight_axes``)."""
+    name = var.name.split("/")[-1]
+    sides = {"in": fi_in, "out": fi_out}
+    return [
+        (a.axis, np.repeat(sides[a.side], a.repeat))
+        for a in rule.weight_axes(fn)
+        if a.weight == name
+    ]
 
 
 class FrozenSlices:
@@ -64,7 +47,7 @@ class FrozenSlices:
         seen: set[int] = set()
         for fn, rule in zip(graph.flat.nodes, graph.rules):
             layer = fn.op
-            if not isinstance(layer, keras.layers.Layer) or isinstance(layer, ChannelGate):
+            if not isinstance(layer, keras.layers.Layer) or rule.is_gate:
                 continue
             fi_in = executor.flat_index(fn.inputs[0]) if fn.inputs else np.zeros(0, int)
             fi_out = executor.flat_index(fn.outputs[0])

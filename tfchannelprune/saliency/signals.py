@@ -46,7 +46,6 @@ import difflib
 import warnings
 from collections.abc import Mapping
 
-import keras
 import numpy as np
 
 from tfchannelprune.saliency import taxonomy
@@ -284,23 +283,22 @@ def warn_missing(signal: Signal, missing: list[str]) -> None:
         )
 
 
-def is_batch_norm(layer) -> bool:
-    return type(layer) is keras.layers.BatchNormalization and layer.scale
-
-
 # ----------------------------------------------------------------------- where bases live
 @dataclasses.dataclass(frozen=True)
 class KernelSource:
     """A kernel whose slices along ``channel_axis`` belong to channels of prunable groups."""
 
     layer: object
-    attr: str  # "kernel", "pointwise_kernel" or "depthwise_kernel"
+    attr: str  # the weight's name: "kernel", "pointwise_kernel", "depthwise_kernel" ...
     channel_axis: int
     role: str  # "producer" or "consumer"
     positions: dict  # group name -> (indices along channel_axis, channel of the group)
 
     @property
     def variable(self):
+        for v in self.layer.weights:
+            if v.name == self.attr:
+                return v
         return getattr(self.layer, self.attr)
 
     @property
@@ -312,7 +310,9 @@ class KernelSource:
         return np.asarray(self.variable.numpy())
 
 
-def _positions(graph, tensor, prunable: set[str]) -> dict:
+def channel_positions(graph, tensor, prunable: set[str]) -> dict:
+    """{group: (positions on the tensor's channel axis, channel of the group)} for the
+    ``prunable`` groups present on ``tensor``."""
     index, channels = graph.group_layout(tensor)
     out = {}
     for gi in np.unique(index):
@@ -324,9 +324,8 @@ def _positions(graph, tensor, prunable: set[str]) -> dict:
 
 
 def kernel_sources(graph) -> list[KernelSource]:
-    """Producer kernels (output axis) and consumer kernels (input axis) of prunable groups."""
-    from tfchannelprune.core import rules
-
+    """Producer kernels (output axis) and consumer kernels (input axis) of prunable groups:
+    the kernel each layer's rule declares for its side (``Rule.kernel_axis``)."""
     prunable = {g.name for g in graph.prunable_groups}
     roles: dict[str, set] = {}
     for g in graph.prunable_groups:
@@ -337,31 +336,22 @@ def kernel_sources(graph) -> list[KernelSource]:
     sources = []
     for fn, rule in zip(graph.flat.nodes, graph.rules, strict=True):
         role = roles.get(fn.path, set())
-        if not isinstance(rule, rules.ProducerRule) or not role:
-            continue
-        layer = fn.op
-        separable = isinstance(rule, rules.SeparableRule)
-        if "producer" in role:
-            attr = "pointwise_kernel" if separable else "kernel"
-            kernel = getattr(layer, attr)
-            axis = len(kernel.shape) - 1 if separable else rule.out_axis(kernel)
-            pos = _positions(graph, fn.outputs[0], prunable)
-            sources.append(KernelSource(layer, attr, axis, "producer", pos))
-        if "consumer" in role:
-            attr = "depthwise_kernel" if separable else "kernel"
-            kernel = getattr(layer, attr)
-            axis = len(kernel.shape) - 2 if separable else rule.in_axis(kernel)
-            pos = _positions(graph, fn.inputs[0], prunable)
-            sources.append(KernelSource(layer, attr, axis, "consumer", pos))
+        for name, side, tensor in (("producer", "out", fn.outputs), ("consumer", "in", fn.inputs)):
+            axis = rule.kernel_axis(fn, side) if name in role else None
+            if axis is not None:
+                pos = channel_positions(graph, tensor[0], prunable)
+                sources.append(KernelSource(fn.op, axis.weight, axis.axis, name, pos))
     return sources
 
 
 def batch_norms(graph) -> list[tuple]:
-    """(group, BN layer, indices into gamma, channels) for every scaled BatchNormalization."""
+    """(group, layer, indices into its scale, channels) for every layer whose rule declares a
+    per-channel scale (``Rule.channel_scale``: BatchNormalization's gamma)."""
     prunable = {g.name for g in graph.prunable_groups}
     out = []
-    for fn in graph.flat.nodes:
-        if is_batch_norm(fn.op):
-            for group, (index, channels) in _positions(graph, fn.inputs[0], prunable).items():
+    for fn, rule in zip(graph.flat.nodes, graph.rules, strict=True):
+        if rule.channel_scale(fn) is not None:
+            positions = channel_positions(graph, fn.inputs[0], prunable)
+            for group, (index, channels) in positions.items():
                 out.append((group, fn.op, index, channels))
     return out

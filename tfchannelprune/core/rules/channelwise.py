@@ -8,12 +8,16 @@ import numpy as np
 
 from tfchannelprune import _keras
 from tfchannelprune.core.rules.base import (
+    AS_IS,
     BARRIER_NOTE,
     CHANNELWISE_ACTIVATIONS,
+    GATHERED,
     ZERO_PRESERVING_ACTIVATIONS,
     Passthrough,
+    WeightAxis,
     _activation_name,
     _last_axis,
+    masked,
 )
 
 
@@ -75,6 +79,45 @@ class ChannelwiseParamRule(Passthrough):
         }
         return layer.get_config(), weights
 
+    def weight_axes(self, fn):
+        width = fn.input_shapes[0][-1]
+        return tuple(
+            WeightAxis(v.name, len(v.shape) - 1, "in")
+            for v in fn.op.weights
+            if len(v.shape) and v.shape[-1] == width
+        )
+
+    def subset(self, fn):
+        return masked(f"{type(fn.op).__name__}: per-channel parameters without a subset call")
+
+
+class BatchNormRule(ChannelwiseParamRule):
+    """BatchNormalization: gamma, beta and moving statistics per channel. On a channel subset
+    it normalises the active channels and updates only their moving statistics."""
+
+    def channel_scale(self, fn):
+        return "gamma" if fn.op.scale else None
+
+    def subset(self, fn):
+        return masked("batch renormalization") if fn.op.renorm else GATHERED
+
+    def call_subset(self, layer, fn, x, weights, training):
+        x = keras.ops.cast(x, keras.backend.result_type(x.dtype, "float32"))
+        w = {k: keras.ops.cast(v, x.dtype) for k, v in weights.items()}
+        updates = {}
+        if training and layer.trainable:
+            axes = list(range(len(x.shape) - 1))
+            mean, variance = keras.ops.moments(x, axes=axes, synchronized=layer.synchronized)
+            for name, stat in (("moving_mean", mean), ("moving_variance", variance)):
+                updates[name] = w[name] * layer.momentum + stat * (1.0 - layer.momentum)
+        else:
+            mean, variance = w["moving_mean"], w["moving_variance"]
+        y = keras.ops.batch_normalization(
+            x, mean, variance, axis=-1, offset=w.get("beta"), scale=w.get("gamma"),
+            epsilon=layer.epsilon,
+        )  # fmt: skip
+        return keras.ops.cast(y, layer.compute_dtype), updates
+
 
 class PReLURule(ChannelwiseParamRule):
     def __init__(self):
@@ -82,6 +125,13 @@ class PReLURule(ChannelwiseParamRule):
 
     def check(self, fn):
         return Passthrough.check(self, fn)
+
+    def subset(self, fn):
+        return GATHERED
+
+    def call_subset(self, layer, fn, x, weights, training):
+        alpha = keras.ops.cast(weights["alpha"], x.dtype)
+        return keras.ops.relu(x) - alpha * keras.ops.relu(-x), {}
 
 
 class CrossChannelNormRule(ChannelwiseParamRule):
@@ -112,6 +162,9 @@ class CrossChannelNormRule(ChannelwiseParamRule):
             config["groups"] = len(in_keep)
         return config, weights
 
+    def subset(self, fn):
+        return masked(f"{type(fn.op).__name__} statistics span several channels")
+
 
 class RescalingRule(Passthrough):
     """Rescaling: scale and offset may be per-channel vectors in the config."""
@@ -128,12 +181,31 @@ class RescalingRule(Passthrough):
                 config[key] = value[..., in_keep].tolist()
         return config, None
 
+    def subset(self, fn):
+        width = fn.input_shapes[0][-1]
+        for key in ("scale", "offset"):
+            value = np.asarray(getattr(fn.op, key))
+            if value.ndim and value.shape[-1] == width and width > 1:
+                return masked(f"per-channel {key} in the config of {fn.op.name!r}")
+        return AS_IS
+
 
 class ChannelGateRule(Passthrough):
     """Our own gate: a pass-through that records which tensor it gates."""
 
+    is_gate = True
+
     def zero_preserving(self, fn) -> bool:
         return True
+
+    def weight_axes(self, fn):
+        return (WeightAxis("gate", 0, "in"),)
+
+    def subset(self, fn):
+        return GATHERED
+
+    def call_subset(self, layer, fn, x, weights, training):
+        return x * keras.ops.cast(weights["gate"], x.dtype), {}
 
     def propagate(self, ctx, fn) -> None:
         super().propagate(ctx, fn)

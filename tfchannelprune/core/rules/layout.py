@@ -7,8 +7,10 @@ import numpy as np
 
 from tfchannelprune import _keras
 from tfchannelprune.core.rules.base import (
+    AS_IS,
     Rule,
     _last_axis,
+    masked,
     prod,
 )
 
@@ -45,6 +47,12 @@ class MergeRule(Rule):
         for t in fn.outputs:
             ctx.set(t, layout)
 
+    def carries_constants(self, fn) -> bool:
+        return self._zero
+
+    def subset(self, fn):
+        return AS_IS
+
 
 class ConcatRule(Rule):
     mixes = False
@@ -56,7 +64,7 @@ class ConcatRule(Rule):
         rank = len(fn.input_shapes[0])
         axis = getattr(fn.op, "axis", None)
         if axis is None:
-            axis = fn.node.arguments.kwargs.get("axis", 0)
+            axis = _keras.node_kwargs(fn.node).get("axis", 0)
         layouts = [ctx.layout(t) for t in fn.inputs]
         if _last_axis(axis, rank):
             layout = ctx.concat(layouts)
@@ -64,6 +72,12 @@ class ConcatRule(Rule):
             layout = ctx.unify(layouts, fn)
         for t in fn.outputs:
             ctx.set(t, layout)
+
+    def carries_constants(self, fn) -> bool:
+        return True
+
+    def subset(self, fn):
+        return AS_IS
 
 
 class FlattenRule(Rule):
@@ -97,6 +111,17 @@ class FlattenRule(Rule):
         if self._mode(fn) == "flatten":
             layout = ctx.tile(layout, prod(fn.input_shapes[0][1:-1]))
         ctx.set(fn.outputs[0], layout)
+
+    def carries_constants(self, fn) -> bool:
+        return True
+
+    def flattens(self, fn) -> bool:
+        return len(fn.output_shapes[0]) == 2
+
+    def subset(self, fn):
+        if isinstance(fn.op, keras.layers.Reshape):
+            return masked("Reshape's target shape holds the full channel count")
+        return AS_IS
 
     def cut(self, layer, fn, in_keep, out_keep):
         if not isinstance(layer, keras.layers.Reshape):

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-1
 
-.PHONY: install test demo gaze-demo lint bench-coverage bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic clean
+.PHONY: install test demo gaze-demo lint bench-coverage bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic bench-procedure clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ bench-pruning: $(STAMP)
 
 bench-speedup: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/speedup.py
+
+# issue 13: the papers' procedure (in-step overhead on ResNet50, residual network at 25% MACs,
+# Theis's LeNet-5 table)
+bench-procedure: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/train_step.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/pruning_resnet.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/theis_lenet.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -43,9 +43,10 @@ def test_prunes_to_macs_target_and_logs(tmp_path, signal):
     gated = gated_model()
     original = count_macs(gated)
     history_path = str(tmp_path / "history.csv")
+    # the schedule sets the pace, so no cap on channels per event (one-shot per event)
     pruning = tcp.ChannelPruning((x, y), LOSS, signal, target_macs=0.5, schedule="polynomial",
-                                 num_events=2, history_path=history_path, monitor="loss",
-                                 log_dir=str(tmp_path / "tb"), verbose=0)  # fmt: skip
+                                 num_events=2, channels_per_step=None, history_path=history_path,
+                                 monitor="loss", log_dir=str(tmp_path / "tb"), verbose=0)  # fmt: skip
     fit = gated.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[pruning])
     assert count_macs(gated) <= 0.5 * original
     assert pruning.done
@@ -65,7 +66,7 @@ def test_schedule_object_and_channel_target():
     # the tfmot PolynomialDecay protocol: schedule(step) -> (should_prune, sparsity)
     schedule = tcp.PolynomialSchedule(0.0, 0.6, begin_step=2, end_step=6, frequency=2)
     pruning = tcp.ChannelPruning((x, y), LOSS, "l2_weight", target_macs=0.4,
-                                 schedule=schedule, verbose=0)  # fmt: skip
+                                 schedule=schedule, channels_per_step=None, verbose=0)  # fmt: skip
     gated.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[pruning])
     assert [r["step"] for r in pruning.history] == [2, 4, 6]
     assert pruning.history[-1]["macs_fraction"] <= 0.4 + 1e-9
@@ -107,7 +108,7 @@ def test_resume_gives_same_channels(tmp_path):
 
     def callback():
         return tcp.ChannelPruning((x, y), LOSS, "taylor", target_macs=0.3, schedule="polynomial",
-                                  num_events=4, verbose=0)  # fmt: skip
+                                  num_events=4, channels_per_step=None, verbose=0)  # fmt: skip
 
     def fit(model, **kwargs):
         model.fit(x, y, batch_size=32, shuffle=False, verbose=0, callbacks=[callback()], **kwargs)
@@ -155,7 +156,8 @@ def test_mirrored_strategy_two_cpus():
         with strategy.scope():
             gated = tcp.wrap(tiny_cnn())
             gated.compile(optimizer="sgd", loss=LOSS)
-        pruning = tcp.ChannelPruning((x, y), LOSS, "taylor", target_macs=0.5, verbose=0)
+        pruning = tcp.ChannelPruning((x, y), LOSS, "taylor", target_macs=0.5,
+                                     channels_per_step=None, verbose=0)
         gated.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[pruning])
         small = tcp.compact(gated)
         print("RESULT", tcp.count_macs(gated) / tcp.count_macs(tiny_cnn()),
@@ -182,7 +184,8 @@ def test_target_latency_follows_measurements(monkeypatch):
         return measured[-1]
 
     monkeypatch.setattr(tcp.ChannelPruning, "measure_latency", fake_latency)
-    pruning = tcp.ChannelPruning((x, y), LOSS, "l1_weight", target_latency=4.0, verbose=0)
+    pruning = tcp.ChannelPruning((x, y), LOSS, "l1_weight", target_latency=4.0,
+                                 channels_per_step=None, verbose=0)
     gated.fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[pruning])
     assert pruning.done and measured[-1] <= 4.0 < measured[0]
     assert [r["latency_ms"] for r in pruning.history] == measured
@@ -238,8 +241,8 @@ def test_tfmot_schedule_objects_as_they_are():
     gated = gated_model()
     schedule = tfmot.PolynomialDecay(initial_sparsity=0.0, final_sparsity=0.6, begin_step=2,
                                      end_step=6, frequency=2)  # fmt: skip
-    pruning = tcp.ChannelPruning((x, y), LOSS, "l1_weight", target_macs=0.4,
-                                 schedule=schedule, verbose=0)  # fmt: skip
+    pruning = tcp.ChannelPruning((x, y), LOSS, "l1_weight", target_macs=0.4, normalize="l2",
+                                 schedule=schedule, channels_per_step=None, verbose=0)  # fmt: skip
     gated.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[pruning])
     assert [r["step"] for r in pruning.history] == [2, 4, 6]
     assert pruning.history[-1]["macs_fraction"] <= 0.4 + 1e-9

@@ -33,8 +33,10 @@ def resnet():
 
 
 def independent_taylor_fisher(gated, x, y):
-    """Per example, the gradient of its own loss w.r.t. each gate's 0/1 vector m: at m = 1,
-    dl_n/dm_k = sum_hw a * g (Theis's mask form), found without the library's hooks."""
+    """Per example, the gradient of its own loss w.r.t. ONE mask per channel shared by all the
+    channel's gates (the sum of the gradients w.r.t. each gate's 0/1 vector at the channel's
+    positions, at m = 1): d_n = dl_n/dm = sum_gates sum_hw a * g (Theis's mask form), found
+    without the library's hooks. Taylor = mean_n |d_n|, Fisher = mean_n d_n^2 / 2."""
     graph = tcp.ChannelGraph(gated)
     gates = [fn for fn in graph.flat.nodes if isinstance(fn.op, tcp.ChannelGate)]
     taylor = {g.name: np.zeros(g.size) for g in graph.prunable_groups}
@@ -51,12 +53,14 @@ def independent_taylor_fisher(gated, x, y):
 
     for i in range(n):
         grads = gate_grads(x[i : i + 1], y[i : i + 1])
+        d = {g: np.zeros_like(v) for g, v in taylor.items()}
         for fn, grad in zip(gates, grads, strict=True):
-            hw = int(np.prod(fn.input_shapes[0][1:-1]))
             for p, (group, ch) in enumerate(graph.gate_layout(fn.path)):
-                if group in taylor:  # a channel at several positions: their scores add up
-                    taylor[group][ch] += abs(grad[p].numpy() / hw) / n
-                    fisher[group][ch] += grad[p].numpy() ** 2 / (2 * n)
+                if group in d:  # a channel at several positions: one mask, derivatives add
+                    d[group][ch] += grad[p].numpy()
+        for group, v in d.items():
+            taylor[group] += np.abs(v) / n
+            fisher[group] += v**2 / (2 * n)
     return taylor, fisher
 
 

@@ -181,7 +181,7 @@ def test_prune_ranks_by_the_importance(signal):
 
 def test_data_signal_without_data_is_a_clear_error():
     with pytest.raises(ValueError, match="needs calibration data"):
-        tcp.ChannelPruning(None, LOSS, "taylor", target_macs=0.5)
+        tcp.ChannelPruning(None, LOSS, "apoz", target_macs=0.5)  # taylor: in the train step
 
 
 class CountingImportance(tcp.Importance):

@@ -85,3 +85,66 @@ def test_bad_config():
         select.SelectionConfig(beta="sometimes")
     with pytest.raises(ValueError, match="min_channels"):
         select.SelectionConfig(min_channels=0)
+
+
+def two_group_graph():
+    """Channels of conv "a" save 8064 FLOPs each, of conv "b" 4614 (computed by hand)."""
+    import keras
+    from keras import layers as L
+
+    inp = keras.Input((8, 8, 1))
+    x = L.Conv2D(4, 3, padding="same", use_bias=False, name="a")(inp)
+    x = L.Conv2D(6, 3, padding="same", use_bias=False, name="b")(x)
+    out = L.Dense(3, use_bias=False)(L.GlobalAveragePooling2D()(x))
+    graph = tcp.ChannelGraph(tcp.wrap(keras.Model(inp, out)))
+    # a: producer 8*8*9*1 + consumer b 8*8*9*6 MACs; b: 8*8*9*4 + Dense 3; FLOPs = 2 x MACs
+    assert tcp.marginal_macs(graph) == {"a": 576 + 3456, "b": 2304 + 3}
+    # the cheap channel has the lowest score: pure Fisher removes it first
+    scores = {"a": np.array([2e-3, 5, 5, 5]), "b": np.array([1e-3, 5, 5, 5, 5, 5])}
+    return graph, scores
+
+
+def first_removed(graph, scores, **config):
+    masks = select.select_channels(graph, scores, {}, select.SelectionConfig(
+        normalize="none", **config), max_channels=1)  # fmt: skip
+    return next(n for n, m in masks.items() if not m.all())
+
+
+@pytest.mark.parametrize(
+    "config, group",
+    [
+        ({}, "b"),
+        # Theis: argmin F + beta * dC, dC = -FLOPs saved, beta a fixed price per FLOP:
+        # "a" wins once beta * (8064 - 4614) > 2e-3 - 1e-3, i.e. beta > 2.9e-7
+        ({"beta": 1e-7}, "b"),
+        ({"beta": 1e-6}, "a"),
+        # beta*: F / FLOPs saved, 2e-3 / 8064 = 2.5e-7 > 1e-3 / 4614 = 2.2e-7
+        ({"beta": "auto"}, "b"),
+        # Molchanov: score - lam * FLOPs / largest per-channel FLOPs (8064): "a" wins once
+        # lam * (1 - 4614 / 8064) > 1e-3, i.e. lam > 2.3e-3
+        ({"lam": 1e-3}, "b"),
+        ({"lam": 5e-3}, "a"),
+    ],
+)
+def test_cost_terms_in_the_papers_units(config, group):
+    # the former scale (beta or lam x MACs saved / current total MACs) picks "b" for all
+    graph, scores = two_group_graph()
+    assert first_removed(graph, scores, **config) == group
+
+
+@pytest.mark.parametrize("name", ["resnet_style", "densenet_style", "mobilenetv2_style"])
+def test_incremental_costs_equal_a_full_recount(name):
+    from tfchannelprune.core.cost import MarginalCosts, marginal_for
+
+    graph = tcp.ChannelGraph(tcp.wrap(zoo.ZOO[name]()))
+    masks = full_masks(graph)
+    costs = MarginalCosts(graph, masks)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        group = graph.prunable_groups[rng.integers(len(graph.prunable_groups))]
+        kept = np.flatnonzero(masks[group.name])
+        if len(kept) > 1:
+            masks[group.name][rng.choice(kept)] = False
+            costs.update(group.name, masks)
+        assert costs.macs == macs_for(graph, masks)
+        assert costs.marginal == pytest.approx(marginal_for(graph, masks))

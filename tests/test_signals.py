@@ -40,11 +40,12 @@ def test_enumerate_lists_hundreds_of_unique_round_tripping_signals():
     assert {s.scaling for s in found} == set(taxonomy.SCALINGS)
     # every preset except fisher's 1/2 factor is itself an enumerated combination
     for name, sid in signals.PRESETS.items():
-        assert (sid in ids) == (name != "fisher"), name
+        assert (sid in ids) == (name not in ("fisher", "fisher_gate")), name
 
 
 def test_presets_resolve_to_their_ids():
-    assert signals.get("taylor").id == "zero_delta|mean_hw,abs,mean_n|none"
+    assert signals.get("taylor").id == "mask_delta|abs,mean_n|none"
+    assert signals.get("taylor_gate").id == "zero_delta|mean_hw,abs,mean_n|none"
     assert signals.get("fisher").parsed.factor == 0.5
     assert signals.get("apoz").parsed.pointwise == "nonzero"
     assert signals.get(" l1_weight ") == signals.get("weight|abs,sum_all|none")

@@ -3,6 +3,7 @@
 from tfchannelprune.core.cost import count_macs, count_params, marginal_macs
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph, ChannelGroup
+from tfchannelprune.core.plan_files import apply_plan, save_plan
 from tfchannelprune.core.plans import get_kept_channels, set_kept_channels
 from tfchannelprune.core.rules import Rule, register_rule
 from tfchannelprune.core.summary import summary
@@ -26,6 +27,7 @@ from tfchannelprune.saliency.collect import collect_saliency
 from tfchannelprune.saliency.fpgm import FPGM
 from tfchannelprune.saliency.importance import Importance, ScoringContext
 from tfchannelprune.saliency.registry import register_importance
+from tfchannelprune.saliency.train_step import TrainStepSaliency
 
 __version__ = "0.1.0"
 
@@ -46,8 +48,10 @@ __all__ = [
     "SaliencyAccumulator",
     "ScoringContext",
     "SelectionConfig",
+    "TrainStepSaliency",
     "UnsupportedLayerError",
     "UnsupportedModelError",
+    "apply_plan",
     "collect_saliency",
     "benchmark_tflite",
     "compact",
@@ -63,6 +67,7 @@ __all__ = [
     "register_importance",
     "register_rule",
     "remove_dead_channels",
+    "save_plan",
     "set_kept_channels",
     "signals",
     "strip",

@@ -1,4 +1,4 @@
-"""Command line: ``tfchannelprune report|export|bench ...``.
+"""Command line: ``tfchannelprune report|export|dead|apply-plan ...``.
 
 Each sub-command lives in a module of this package; this file only dispatches. A module
 registers itself by exposing ``register(subparsers)``, which adds a parser whose ``func``
@@ -16,6 +16,7 @@ _COMMAND_MODULES = (
     "tfchannelprune.cli.report",
     "tfchannelprune.cli.export",
     "tfchannelprune.cli.dead",
+    "tfchannelprune.cli.plan",
 )
 
 

@@ -132,3 +132,70 @@ def _multiplicity(graph, tensor, masks, names, kept_count) -> dict[str, int]:
         if name in names and kept_count[name] > 0:
             counts[name] = counts.get(name, 0) + int(n)
     return {k: round(v / kept_count[k]) for k, v in counts.items()}
+
+
+class MarginalCosts:
+    """Total MACs and ``marginal_for`` kept up to date as channels are switched off one group
+    at a time: only the layers that read or write the changed group are recomputed, so a
+    greedy removal costs a few layers instead of a pass over the whole graph.
+
+    Example:
+        >>> costs = MarginalCosts(graph, masks)
+        >>> masks["conv1"][3] = False; costs.update("conv1", masks)
+        >>> costs.macs, costs.marginal["conv2"]
+    """
+
+    def __init__(self, graph, masks):
+        self.graph = graph
+        self._names = {g.name for g in graph.prunable_groups}
+        self._nodes = list(zip(graph.flat.nodes, graph.rules, strict=True))
+        self._touching: dict[str, list[int]] = {}
+        for i, (fn, _) in enumerate(self._nodes):
+            for tensor in (fn.inputs[0], fn.outputs[0]):
+                for name in self._groups_on(tensor):
+                    bucket = self._touching.setdefault(name, [])
+                    if not bucket or bucket[-1] != i:
+                        bucket.append(i)
+        self._base = [0.0] * len(self._nodes)
+        self._saved: list[dict[str, float]] = [{} for _ in self._nodes]
+        for i in range(len(self._nodes)):
+            self._node(i, masks)
+
+    def _groups_on(self, tensor) -> set[str]:
+        layout = self.graph.layout_of(tensor)
+        return {self.graph._name[self.graph._find(int(g))] for g in np.unique(layout.gid)}
+
+    def _node(self, i: int, masks) -> None:
+        fn, rule = self._nodes[i]
+        in_w, out_w = _widths(self.graph, fn, masks)
+        self._base[i] = float(rules.get(fn.op).macs(fn, in_w, out_w))  # as macs_for counts
+        base = rule.macs(fn, in_w, out_w)
+        self._saved[i] = {}
+        if base == 0:
+            return
+        here = (self._groups_on(fn.inputs[0]) | self._groups_on(fn.outputs[0])) & self._names
+        kept = {
+            n: int(masks[n].sum()) if n in masks else self.graph.group(n).size for n in here
+        }
+        m_in = _multiplicity(self.graph, fn.inputs[0], masks, self._names, kept)
+        m_out = _multiplicity(self.graph, fn.outputs[0], masks, self._names, kept)
+        for name in set(m_in) | set(m_out):
+            smaller = rule.macs(fn, in_w - m_in.get(name, 0), out_w - m_out.get(name, 0))
+            self._saved[i][name] = float(base - smaller)
+
+    def update(self, group: str, masks) -> None:
+        """Recompute the layers touching ``group`` after its mask changed."""
+        for i in self._touching.get(group, []):
+            self._node(i, masks)
+
+    @property
+    def macs(self) -> float:
+        return float(sum(self._base))
+
+    @property
+    def marginal(self) -> dict[str, float]:
+        out = dict.fromkeys(self._names, 0.0)
+        for saved in self._saved:
+            for name, value in saved.items():
+                out[name] += value
+        return out

@@ -1,24 +1,26 @@
 """``ChannelPruning``: a ``model.fit`` callback that prunes a wrapped model between updates.
 
+The procedure is the papers' (Molchanov et al. 2017, arXiv:1611.06440; Theis et al. 2018,
+arXiv:1801.05787): without calibration data, Taylor and Fisher are accumulated inside ``fit``'s
+own training steps (``saliency.train_step``), and each event removes a few globally ranked
+channels (``prune.procedures``) and resets the sums, until the target is reached.
+
 The state lives in the model: the gates (saved with the model and in checkpoints) and the
-optimizer's iteration counter or the epoch number (the clock). Scores are collected afresh on
-calibration batches at each pruning event, so nothing else has to be carried across a
-restart: reload the saved model, call ``fit`` again (with ``initial_epoch``) and pruning goes
-on exactly where it stopped.
+optimizer's iteration counter or the epoch number (the clock). Sums accumulated since the last
+event are not saved: resume from a model saved right after an event (at an epoch end with
+``frequency="epoch"``) and pruning goes on exactly where it stopped.
 
 Example:
     >>> gated = tfchannelprune.wrap(model)
     >>> gated.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    >>> pruning = tfchannelprune.ChannelPruning((x_cal, y_cal), signal="taylor",
-    ...                                         target_macs=0.5, prune_every=1)
+    >>> pruning = tfchannelprune.ChannelPruning(signal="taylor", target_macs=0.5,
+    ...                                         frequency="step", prune_every=20)
     >>> gated.fit(x, y, epochs=10, callbacks=[pruning])
     >>> small = tfchannelprune.compact(gated)
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 
 import keras
@@ -28,11 +30,12 @@ from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import gate_masks, set_kept_channels
 from tfchannelprune.core.wrap import gated_model
-from tfchannelprune.prune import select
+from tfchannelprune.prune import procedures, reporting, select
 from tfchannelprune.prune.schedules import PolynomialSchedule, target_fraction
 from tfchannelprune.saliency import registry
 from tfchannelprune.saliency.collect import score_all
-from tfchannelprune.saliency.importance import scoring_context
+from tfchannelprune.saliency.importance import SignalImportance, scoring_context
+from tfchannelprune.saliency.train_step import TrainStepSaliency
 
 
 def _check_fraction(name, value):
@@ -49,9 +52,11 @@ class ChannelPruning(keras.callbacks.Callback):
     """Greedy channel pruning between fine-tuning updates (Molchanov 2017, Theis 2018).
 
     Args:
-        data: calibration data for the signal: (x, y) arrays, a tf.data.Dataset or a
-            keras.utils.PyDataset (see ``tfchannelprune.core.batches``); None for criteria
-            that read only the weights ("l1_weight", "fpgm", ...).
+        data: optional calibration data for the signal: (x, y) arrays, a tf.data.Dataset or
+            a keras.utils.PyDataset (see ``tfchannelprune.core.batches``), scored in a pass
+            of its own at each event. None (the default): "taylor", "fisher" and other
+            ``mask_delta`` signals are accumulated in the training steps between events;
+            criteria that read only the weights ("l1_weight", "fpgm", ...) need nothing.
         loss: loss for the signal; default: the model's compiled loss.
         signal: what ranks the channels: a signal name or id (see
             ``tfchannelprune.signals``), e.g. "taylor", "fisher", "l1_weight", "fpgm",
@@ -71,10 +76,14 @@ class ChannelPruning(keras.callbacks.Callback):
             ``schedule(step) -> (should_prune, sparsity)`` evaluated on optimizer steps.
         num_events: events over which "polynomial" reaches the final target.
         channels_per_step: remove at most this many channels per event (Molchanov and Theis
-            remove one every N updates).
+            remove one every N updates); "auto" (default): 5% of the prunable channels with
+            the "constant" schedule, no cap with another schedule (it sets the pace); None:
+            no cap, i.e. one-shot down to the schedule's target.
         calibration_steps: batches of ``data`` used per event (None: all).
         mode, normalize, lam, beta, min_channels, round_to, ignored_layers: see
-            ``tfchannelprune.SelectionConfig``.
+            ``tfchannelprune.SelectionConfig``. ``normalize="auto"`` and ``beta=None`` take
+            the procedure's default for the criterion (``prune.procedures``): L2 for Taylor,
+            none with ``beta="auto"`` for Fisher, "mean" otherwise.
         monitor: metric from ``logs`` recorded with each event (e.g. "val_accuracy").
         history_path: ``.csv`` or ``.json`` file written after every event.
         log_dir: TensorBoard directory for MACs, params and channels.
@@ -83,7 +92,7 @@ class ChannelPruning(keras.callbacks.Callback):
 
     def __init__(
         self,
-        data,
+        data=None,
         loss=None,
         signal="taylor",
         *,
@@ -96,12 +105,12 @@ class ChannelPruning(keras.callbacks.Callback):
         frequency: str = "epoch",
         schedule="constant",
         num_events: int = 5,
-        channels_per_step: int | None = None,
+        channels_per_step: int | str | None = "auto",
         calibration_steps: int | None = None,
         mode: str = "global",
-        normalize: str = "l2",
+        normalize: str = "auto",
         lam: float = 0.0,
-        beta: float | str = 0.0,
+        beta: float | str | None = None,
         min_channels: int = 1,
         round_to: int = 1,
         ignored_layers=(),
@@ -131,7 +140,12 @@ class ChannelPruning(keras.callbacks.Callback):
                 f"Received: schedule={schedule!r}"
             )
         self.importance = registry.get(signal)
-        if data is None and (self.importance.needs_data or self.importance.accumulated):
+        if data is None and isinstance(self.importance, SignalImportance):
+            if self.importance.signal.kind == "mask":  # the papers' way: in the train step
+                self.importance = TrainStepSaliency(self.importance.signal)
+        self._in_step = bool(getattr(self.importance, "in_step", False))
+        fed_by_data = self.importance.accumulated and not self._in_step
+        if data is None and (self.importance.needs_data or fed_by_data):
             raise ValueError(
                 f"Signal {self.importance.name!r} needs calibration data; give data=(x, y) or "
                 f"a dataset, or a criterion that reads only the weights (e.g. 'fpgm'). "
@@ -144,16 +158,30 @@ class ChannelPruning(keras.callbacks.Callback):
         self.latency_ms: float | None = None
         self.prune_every, self.frequency = prune_every, frequency
         self.schedule, self.num_events = schedule, num_events
+        procedures.channels_per_event(channels_per_step, 1)  # validates
         self.channels_per_step = channels_per_step
         self.calibration_steps = calibration_steps
+        auto = procedures.default_selection(self.importance)
         self.config = select.SelectionConfig(
-            mode=mode, normalize=normalize, lam=lam, beta=beta, min_channels=min_channels,
+            mode=mode, normalize=auto["normalize"] if normalize == "auto" else normalize,
+            lam=lam, beta=auto["beta"] if beta is None else beta, min_channels=min_channels,
             round_to=round_to, ignored_layers=tuple(ignored_layers),
         )  # fmt: skip
         self.monitor, self.history_path, self.log_dir = monitor, history_path, log_dir
         self.verbose = verbose
         self.history: list[dict] = []
         self.done = False
+
+    @classmethod
+    def from_paper(cls, paper: str, data=None, loss=None, **overrides) -> ChannelPruning:
+        """The procedure of a paper: ``"molchanov2017"`` (Taylor, layer-wise L2, ``lam=1e-3``
+        on normalised FLOPs) or ``"theis2018"`` (Fisher, unnormalised, ``beta="auto"``), both
+        removing one channel every 10 training steps; ``overrides`` change any argument.
+
+        Example:
+            >>> tcp.ChannelPruning.from_paper("theis2018", target_macs=0.25, beta=1e-6)
+        """
+        return cls(data, loss, **{**procedures.paper(paper), **overrides})
 
     # ------------------------------------------------------------------ set-up
     def on_train_begin(self, logs=None):
@@ -165,6 +193,11 @@ class ChannelPruning(keras.callbacks.Callback):
         self.original_params = params_for(graph, full)
         self.original_channels = sum(graph.group(n).size for n in self.candidates)
         self._check_reachable()
+        self._cap = procedures.channels_per_event(
+            self.channels_per_step, self.original_channels, self.schedule
+        )
+        if self._in_step:  # installs itself in the model's train step
+            self.importance.build(self._context(None))
         self._writer = None
         if self.log_dir:
             import tensorflow as tf
@@ -173,31 +206,24 @@ class ChannelPruning(keras.callbacks.Callback):
         self.done = self._target_reached(gate_masks(graph))
 
     def _check_reachable(self):
-        floor = {n: np.zeros(self.graph.group(n).size, bool) for n in self.candidates}
-        for name, kept in select.floor_plan(self.graph, self.config).items():
-            floor[name][kept] = True
-        best_macs = macs_for(self.graph, floor) / max(self.original_macs, 1)
-        best_params = params_for(self.graph, floor) / max(self.original_params, 1)
-        best_channels = sum(int(m.sum()) for m in floor.values())
-        constraints = (
-            f"min_channels={self.config.min_channels}, round_to={self.config.round_to}, "
-            f"ignored_layers={list(self.config.ignored_layers)}"
-        )
-        for name, target, best in (
-            ("target_macs", self.target_macs, best_macs),
-            ("target_params", self.target_params, best_params),
-        ):
-            if target is not None and target < best - 1e-9:
-                raise ValueError(
-                    f"{name}={target} cannot be reached under {constraints}: the best reachable "
-                    f"is {best:.4f} of the original. Lower min_channels, ignore fewer layers "
-                    f"or raise the target. Received: {name}={target}"
-                )
-        if self.target_channels is not None and self.target_channels < best_channels:
-            raise ValueError(
-                f"target_channels={self.target_channels} cannot be reached under {constraints}: "
-                f"the fewest channels reachable is {best_channels}."
-            )
+        select.check_reachable(
+            self.graph, self.config, self.candidates,
+            {"target_macs": self.target_macs, "target_params": self.target_params,
+             "target_channels": self.target_channels},
+            {"macs": self.original_macs, "params": self.original_params},
+        )  # fmt: skip
+
+    def on_train_end(self, logs=None):
+        release = getattr(self.importance, "release", None)
+        if release is not None:
+            release()
+
+    def _context(self, epoch):
+        return scoring_context(
+            self.model, self.data, self.loss or self.model.loss, caller="ChannelPruning",
+            graph=self.graph, steps=self.calibration_steps, epoch=epoch,
+            step=int(self.model.optimizer.iterations.numpy()),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ the clock
     def on_epoch_end(self, epoch, logs=None):
@@ -244,12 +270,11 @@ class ChannelPruning(keras.callbacks.Callback):
                 self._write(self._record(event, epoch, masks, self._channels_kept(masks), logs))
                 return
         before = self._channels_kept(masks)
-        context = scoring_context(
-            self.model, self.data, self.loss or self.model.loss, caller="ChannelPruning",
-            graph=self.graph, steps=self.calibration_steps, epoch=epoch,
-            step=int(self.model.optimizer.iterations.numpy()),
-        )  # fmt: skip
-        scores = score_all(context, [self.importance])[0]
+        if self._in_step and not self.importance.num_examples:
+            return  # no training step since the last event
+        scores = score_all(self._context(epoch), [self.importance])[0]
+        if self._in_step:
+            self.importance.reset()
         kwargs, cap = self._targets(fraction, masks)
         new_masks = select.select_channels(
             self.graph, scores, masks, self.config, max_channels=cap, **kwargs
@@ -294,7 +319,7 @@ class ChannelPruning(keras.callbacks.Callback):
         if self.target_params is not None:
             share = fraction if self.target_macs is None else self.target_params
             kwargs["target_params"] = share * self.original_params
-        cap = self.channels_per_step
+        cap = self._cap
         if self.target_channels is not None:
             extra = max(0, self._channels_kept(masks) - self.target_channels)
             cap = extra if cap is None else min(cap, extra)
@@ -324,64 +349,37 @@ class ChannelPruning(keras.callbacks.Callback):
         return bool(ok)
 
     # ------------------------------------------------------------------ reporting
-    def _record(self, event, epoch, masks, before, logs) -> dict:
+    def _cost(self, masks) -> dict:
         full = self._all_masks(masks)
         macs, params = macs_for(self.graph, full), params_for(self.graph, full)
-        kept = self._channels_kept(masks)
-        record = {
-            "event": int(event),
-            "epoch": None if epoch is None else int(epoch),
-            "step": int(self.model.optimizer.iterations.numpy()),
-            "macs": int(macs),
-            "macs_fraction": macs / max(self.original_macs, 1),
-            "params": int(params),
-            "params_fraction": params / max(self.original_params, 1),
-            "channels_kept": kept,
-            "channels_removed_now": before - kept,
-            "channels_removed": self.original_channels - kept,
-            "target_reached": self.done,
-        }
+        return {"macs": macs, "macs_fraction": macs / max(self.original_macs, 1),
+                "params": params, "params_fraction": params / max(self.original_params, 1)}  # fmt: skip
+
+    def _record(self, event, epoch, masks, before, logs) -> dict:
+        step = int(self.model.optimizer.iterations.numpy())
+        record = reporting.event_record(
+            event, epoch, step, self._cost(masks), self._channels_kept(masks), before,
+            self.original_channels, self.done,
+        )  # fmt: skip
         if self.latency_ms is not None:
             record["latency_ms"] = self.latency_ms
         if self.monitor and logs and self.monitor in logs:
             record[self.monitor] = float(logs[self.monitor])
         self.history.append(record)
         if self.verbose:
-            where = f"epoch {epoch + 1}" if epoch is not None else f"step {record['step']}"
-            metric = f", {self.monitor} {record[self.monitor]:.4f}" if self.monitor in record else ""
-            print(
-                f"[ChannelPruning] {where}: removed {record['channels_removed_now']} channels "
-                f"({record['channels_removed']}/{self.original_channels} so far), MACs "
-                f"{record['macs_fraction']:.1%} of original, params "
-                f"{record['params_fraction']:.1%}{metric}{' - target reached' if self.done else ''}"
-            )
+            print(reporting.progress_line(record, self.original_channels, self.monitor))
         return record
 
     def _log_state(self, logs):
         if logs is None or not hasattr(self, "graph"):
             return
         masks = gate_masks(self.graph)
-        full = self._all_masks(masks)
-        logs["macs"] = float(macs_for(self.graph, full))
-        logs["params"] = float(params_for(self.graph, full))
+        cost = self._cost(masks)
+        logs["macs"], logs["params"] = float(cost["macs"]), float(cost["params"])
         logs["channels_removed"] = float(self.original_channels - self._channels_kept(masks))
 
     def _write(self, record):
         if self.history_path:
-            tmp = self.history_path + ".tmp"
-            with open(tmp, "w", newline="") as f:
-                if self.history_path.endswith(".csv"):
-                    keys = sorted({k for r in self.history for k in r})
-                    writer = csv.DictWriter(f, fieldnames=keys)
-                    writer.writeheader()
-                    writer.writerows(self.history)
-                else:
-                    json.dump(self.history, f, indent=2)
-            os.replace(tmp, self.history_path)
+            reporting.write_history(self.history_path, self.history)
         if self._writer is not None:
-            import tensorflow as tf
-
-            with self._writer.as_default(step=record["step"]):
-                for key in ("macs", "params", "channels_kept", "channels_removed"):
-                    tf.summary.scalar(f"pruning/{key}", record[key])
-            self._writer.flush()
+            reporting.write_scalars(self._writer, record)

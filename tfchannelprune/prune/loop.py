@@ -1,13 +1,15 @@
 """``prune()``: rounds of score -> remove -> compact -> fine-tune, without callbacks.
 
 Because the model is compacted after every round, fine-tuning runs on the smaller model and
-gets faster round after round. The optimizer is rebuilt from its config for each round (its
-slots do not survive the change of shapes).
+gets faster round after round. The optimizer's state (Adam moments, momentum, the iteration
+count) is carried through each compaction, its slots sliced like the weights
+(``prune.optimizer_state``), so fine-tuning goes on as if the model had only been gated.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import keras
 import numpy as np
@@ -19,7 +21,7 @@ from tfchannelprune.core.surgery import compact
 from tfchannelprune.core.wrap import wrap
 from tfchannelprune.dead.gate_inputs import gate_input_means
 from tfchannelprune.dead.mean_replacement import mean_replacement_shift
-from tfchannelprune.prune import select
+from tfchannelprune.prune import optimizer_state, select
 from tfchannelprune.prune.callback import _check_fraction
 from tfchannelprune.saliency import registry
 from tfchannelprune.saliency.collect import score_all
@@ -49,6 +51,7 @@ def prune(
     fit_kwargs: dict | None = None,
     verbose: int = 1,
     mean_replacement: bool = False,
+    carry_optimizer: bool = True,
     **selection,
 ) -> PruneResult:
     """Prune ``model`` to a target in ``rounds`` rounds, fine-tuning the compacted model
@@ -64,14 +67,19 @@ def prune(
         signal: what ranks the channels: a signal name or id ("taylor", "fpgm" ...), an
             ``Importance`` object or a function ``fn(context) -> {group: scores}``.
         fine_tune_data: (x, y) or a dataset for ``fit``; None skips fine-tuning.
-        optimizer: optimizer (name or instance; rebuilt from its config every round).
+        optimizer: optimizer (name or instance). An instance already built for ``model``
+            (e.g. the one it was trained with) hands its state to the first round.
+        carry_optimizer: carry the optimizer's slots and iteration count through each
+            compaction (sliced like the weights); False starts every round afresh.
         mean_replacement: fold each removed channel's mean output over ``data`` into its
             consumers' biases (Evci's mean replacement) instead of dropping it.
         **selection: ``SelectionConfig`` fields (mode, normalize, lam, beta, min_channels,
             round_to, ignored_layers).
 
     Returns:
-        ``PruneResult(model, history)``.
+        ``PruneResult(model, history)``; each record has the round's ``macs_fraction``,
+        ``params_fraction``, the last epoch's fit metrics and ``epoch_seconds`` (mean wall
+        time of the round's fine-tuning epochs).
     """
     _check_fraction("target_macs", target_macs)
     _check_fraction("target_params", target_params)
@@ -84,6 +92,9 @@ def prune(
     original_macs, original_params = count_macs(model), count_params(model)
     history = []
     current = model
+    source = optimizer if isinstance(optimizer, keras.optimizers.Optimizer) else None
+    slots = optimizer_state.optimizer_slots(source, model) if carry_optimizer else {}
+    iterations = int(source.iterations.numpy()) if source is not None and slots else 0
     for r in range(1, rounds + 1):
         gated = wrap(current)
         graph = ChannelGraph(gated)
@@ -101,30 +112,32 @@ def prune(
             shift = mean_replacement_shift(graph, masks, means)
         set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
         current = compact(gated, graph=graph, bias_shift=shift)
+        slots = optimizer_state.sliced_slots(gated, slots, graph) if slots else {}
         record = {
             "round": r,
             "macs_fraction": count_macs(current) / original_macs,
             "params_fraction": current.count_params() / original_params,
         }
         if fine_tune_data is not None and fine_tune_epochs > 0:
-            current.compile(optimizer=_fresh(optimizer), loss=loss, metrics=metrics)
+            opt = optimizer_state.restore_optimizer(optimizer, current, slots, iterations)
+            current.compile(optimizer=opt, loss=loss, metrics=metrics)
+            start = time.perf_counter()
             fit = _fit(current, fine_tune_data, fine_tune_epochs, validation_data, fit_kwargs)
+            record["epoch_seconds"] = (time.perf_counter() - start) / fine_tune_epochs
             record.update({k: float(v[-1]) for k, v in fit.history.items()})
+            if carry_optimizer:
+                slots = optimizer_state.optimizer_slots(opt, current)
+                iterations = int(opt.iterations.numpy())
         history.append(record)
         if verbose:
             extra = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in
-                              ("round", "macs_fraction", "params_fraction"))  # fmt: skip
+                              ("round", "macs_fraction", "params_fraction",
+                               "epoch_seconds"))  # fmt: skip
             print(
                 f"[prune] round {r}/{rounds}: MACs {record['macs_fraction']:.1%}, params "
                 f"{record['params_fraction']:.1%}{', ' + extra if extra else ''}"
             )
     return PruneResult(current, history)
-
-
-def _fresh(optimizer):
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        return type(optimizer).from_config(optimizer.get_config())
-    return keras.optimizers.get(optimizer)
 
 
 def _fit(model, data, epochs, validation_data, fit_kwargs):

@@ -2,13 +2,20 @@
 
 Scores follow the signals' convention: lower = less important = removed first.
 
-Cost terms (both need the marginal MACs of a channel, which change after every removal
-because a channel's cost depends on its neighbours' current widths, so they are recomputed):
+Cost terms, in the papers' units. Both need the FLOPs a channel saves (2 x its marginal MACs,
+per example), which change after every removal because a channel's cost depends on its
+neighbours' current widths, so they are recomputed after each one:
 
-* Molchanov et al. 2017: ``score - lam * cost`` with cost the channel's share of MACs;
-* Theis et al. 2018: ``score + beta * delta_cost`` with ``delta_cost = -marginal MACs``, so a
-  channel that saves more MACs is removed earlier; ``beta="auto"`` ranks by
-  ``score / marginal MACs`` (score per MAC saved).
+* Molchanov et al. 2017 (arXiv:1611.06440): ``normalised score - lam * flops_norm`` with
+  ``flops_norm`` the channel's FLOPs divided by the largest per-channel FLOPs of the unpruned
+  model (the paper's "normalised per-layer FLOPs", in [0, 1], a fixed scale); the paper uses
+  ``lam`` of about 1e-3 with layer-wise L2-normalised Taylor scores.
+* Theis et al. 2018 (arXiv:1801.05787): the Lagrangian ``L + beta * C`` gives
+  ``score + beta * delta_C`` with ``delta_C = -FLOPs saved``: ``beta`` is a FIXED price in loss
+  units (nats, as the Fisher signal) per FLOP per example, whatever the model's size now. The
+  paper sweeps about 3e-4 .. 3e-1 without pinning the FLOP unit down; on the small CNNs here
+  useful values are near 1e-7 .. 1e-5 per FLOP. ``beta="auto"`` is their hyperparameter-free
+  ``beta*``: rank by ``score / FLOPs saved`` (loss per FLOP).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tfchannelprune.core.cost import macs_for, marginal_for, params_for
+from tfchannelprune.core.cost import MarginalCosts, macs_for, marginal_for, params_for
 from tfchannelprune.core.plans import ignored_groups
 
 NORMALISATIONS = ("none", "l2", "max", "mean", "sum")
@@ -33,8 +40,10 @@ class SelectionConfig:
             "local" removes the same fraction from every group.
         normalize: per-group normalisation of scores before global ranking ("l2" is
             Molchanov's layer-wise L2 normalisation).
-        lam: Molchanov's FLOPs regularisation weight (scores minus ``lam`` x normalised MACs).
-        beta: Theis's cost weight, a float or "auto" (score per MAC saved).
+        lam: Molchanov's FLOPs regularisation weight: normalised scores minus ``lam`` x the
+            channel's FLOPs over the largest per-channel FLOPs of the unpruned model.
+        beta: Theis's price of one FLOP (per example) in loss units, a float, or "auto"
+            (score per FLOP saved, Theis's beta*).
         min_channels: floor of channels kept in every group.
         round_to: keep widths at multiples of this (a group loses ``round_to`` channels at a
             time once aligned); 1 disables it.
@@ -137,20 +146,36 @@ def select_channels(
         return _select_local(
             graph, groups, scores, masks, fixed, config, target_macs, target_params
         )
+    # normalised once per call over the channels kept at its start (Molchanov normalises
+    # the scores of each evaluation), so an event's order does not drift as it removes
+    normalised = {}
+    for name, group in groups.items():
+        raw = np.asarray(scores.get(name, np.zeros(group.size)), dtype=np.float64)
+        kept = masks[name]
+        values = np.zeros(group.size)
+        values[kept] = _normalise(raw[kept], config.normalize)
+        normalised[name] = values
+    # kept channels of each group, lowest normalised score first; removals take the front
+    queue = {n: np.flatnonzero(masks[n])[np.argsort(normalised[n][masks[n]], kind="stable")]
+             for n in groups}  # fmt: skip
+    taken = dict.fromkeys(groups, 0)
     removed = 0
+    reference = _largest_channel_flops(graph, groups) if config.lam else 1.0
+    costs = MarginalCosts(graph, {**fixed, **masks})  # updated layer by layer as we go
     while True:
         everything = {**fixed, **masks}
-        macs = macs_for(graph, everything)
-        if _reached(graph, everything, macs, target_macs, target_params):
+        if _reached(graph, everything, costs.macs, target_macs, target_params):
             break
         if max_channels is not None and removed >= max_channels:
             break
-        marginal = marginal_for(graph, everything) if _cost_aware(config) else {}
-        choice = _best_unit(groups, scores, masks, marginal, macs, config)
+        marginal = costs.marginal if _cost_aware(config) else {}
+        choice = _best_unit(groups, normalised, queue, taken, marginal, reference, config)
         if choice is None:
             break  # every group at its floor
         name, channels = choice
         masks[name][channels] = False
+        taken[name] += len(channels)
+        costs.update(name, {**fixed, **masks})
         removed += len(channels)
     return masks
 
@@ -167,26 +192,30 @@ def _cost_aware(config) -> bool:
     return config.lam != 0 or config.beta != 0
 
 
-def _best_unit(groups, scores, masks, marginal, macs, config):
+def _largest_channel_flops(graph, groups) -> float:
+    """The largest FLOPs one channel saves in the unpruned model (Molchanov's normaliser)."""
+    full = marginal_for(graph, {})
+    return max((2.0 * full.get(name, 0.0) for name in groups), default=1.0) or 1.0
+
+
+def _best_unit(groups, scores, queue, taken, marginal, reference, config):
     best, best_value = None, np.inf
     for name, group in groups.items():
-        kept = np.flatnonzero(masks[name])
-        unit = _unit(len(kept), group.size, config)
-        if len(kept) - unit < _floor(group.size, config):
+        kept = len(queue[name]) - taken[name]
+        unit = _unit(kept, group.size, config)
+        if kept - unit < _floor(group.size, config):
             continue
-        raw = np.asarray(scores.get(name, np.zeros(group.size)), dtype=np.float64)
-        normalised = _normalise(raw[kept], config.normalize)
-        order = np.argsort(normalised, kind="stable")[:unit]
-        value = float(np.sum(normalised[order]))
-        saved = marginal.get(name, 0.0) * unit
+        channels = queue[name][taken[name] : taken[name] + unit]
+        value = float(np.sum(scores[name][channels]))
+        flops = 2.0 * marginal.get(name, 0.0) * unit  # FLOPs saved, per example
         if config.lam:
-            value -= config.lam * saved / max(macs, 1)
+            value -= config.lam * flops / reference
         if config.beta == "auto":
-            value = value / max(saved, 1e-12) if marginal else value
+            value = value / max(flops, 1e-12) if marginal else value
         elif config.beta:
-            value -= config.beta * saved / max(macs, 1)
+            value -= config.beta * flops
         if value < best_value:
-            best, best_value = (name, kept[order]), value
+            best, best_value = (name, channels), value
     return best
 
 
@@ -223,3 +252,38 @@ def _select_local(graph, groups, scores, masks, fixed, config, target_macs, targ
 
 def remaining_channels(masks: Mapping[str, np.ndarray], names: Sequence[str]) -> int:
     return int(sum(int(masks[n].sum()) for n in names if n in masks))
+
+
+def check_reachable(graph, config, candidates, targets: Mapping, original: Mapping) -> None:
+    """Raise when the floors (min_channels, round_to, ignored_layers) make a target
+    unreachable, saying the best reachable value.
+
+    Args:
+        targets: {"target_macs", "target_params" (fractions), "target_channels"}, None ok.
+        original: {"macs", "params"} of the unpruned model.
+    """
+    floor = {n: np.zeros(graph.group(n).size, bool) for n in candidates}
+    for name, kept in floor_plan(graph, config).items():
+        floor[name][kept] = True
+    best = {
+        "target_macs": macs_for(graph, floor) / max(original["macs"], 1),
+        "target_params": params_for(graph, floor) / max(original["params"], 1),
+    }
+    constraints = (
+        f"min_channels={config.min_channels}, round_to={config.round_to}, "
+        f"ignored_layers={list(config.ignored_layers)}"
+    )
+    for name in ("target_macs", "target_params"):
+        target = targets.get(name)
+        if target is not None and target < best[name] - 1e-9:
+            raise ValueError(
+                f"{name}={target} cannot be reached under {constraints}: the best reachable "
+                f"is {best[name]:.4f} of the original. Lower min_channels, ignore fewer layers "
+                f"or raise the target. Received: {name}={target}"
+            )
+    fewest = sum(int(m.sum()) for m in floor.values())
+    if targets.get("target_channels") is not None and targets["target_channels"] < fewest:
+        raise ValueError(
+            f"target_channels={targets['target_channels']} cannot be reached under "
+            f"{constraints}: the fewest channels reachable is {fewest}."
+        )

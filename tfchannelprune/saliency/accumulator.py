@@ -20,6 +20,7 @@ from keras import tree
 from tfchannelprune.core.gate import is_wrapped, record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import wrap
+from tfchannelprune.saliency import mask_delta, scoring
 from tfchannelprune.saliency import signals as signals_lib
 from tfchannelprune.saliency.gate_positions import gate_positions, plan_rows
 from tfchannelprune.saliency.reductions import (
@@ -28,10 +29,8 @@ from tfchannelprune.saliency.reductions import (
     flat_gate_tensor,
     per_example_loss,
     prefix_tensor,
-    split_plan,
     state_variable,
 )
-from tfchannelprune.saliency.taxonomy import STATS_FOR, from_stats
 
 
 class SaliencyAccumulator:
@@ -180,7 +179,7 @@ class SaliencyAccumulator:
 
         out = {}
         for key, signal in zip(self.keys, self.signals, strict=True):
-            scores = self._scores(signal, values, n)
+            scores = scoring.signal_scores(self, signal, values, n)
             out[key] = signals_lib.scale_scores(scores, signal.scaling, costs)
         return out[self.keys[0]] if self._single else out
 
@@ -197,7 +196,13 @@ class SaliencyAccumulator:
         wanted = {roles[s.base] for s in self.signals if s.base in roles}
         by_path = {k.variable_path: k for k in self._sources if k.role in wanted}
         self._kernels = [by_path[p] for p in sorted(by_path)]
-        self._needs_grad = bool(self._kernels) or any(
+        self._group_positions = {}
+        if any(s.kind == "mask" for s in self.signals):
+            for s in self.signals:
+                if s.kind == "mask":
+                    mask_delta.check_plan(s)
+            self._group_positions = mask_delta.group_positions(self._gates)
+        self._needs_grad = bool(self._kernels or self._group_positions) or any(
             s.base in ("gradient", "zero_delta", "mean_delta") for s in self.signals
         )
         with self._strategy.scope():
@@ -213,6 +218,9 @@ class SaliencyAccumulator:
             self._state[(gate, family, kind)] = (state_variable(shape, kind), kind)
             if family == "nhw":
                 self._state[(gate, "elements", "sum")] = (state_variable((), "sum"), "sum")
+        for group in self._group_positions:
+            size = self.graph.group(group).size
+            self._state[("mask", group)] = (state_variable((4, size), "sum"), "sum")
         for source in self._kernels:
             shape = tuple(source.variable.shape)
             self._state[("grad", source.variable_path)] = (state_variable(shape, "sum"), "sum")
@@ -302,7 +310,25 @@ class SaliencyAccumulator:
         for source, grad in zip(self._kernels, grads[len(probes) :], strict=True):
             out[("grad", source.variable_path)] = tf.cast(grad, tf.float64)
         out.update(self._gate_stats(acts, probe_grads))
+        out.update(self._mask_stats(acts, probe_grads))
         return out
+
+    def _mask_stats(self, acts, grads) -> dict:
+        """Per group, sums of d = -dl_n/dm over the batch (``mask_delta``)."""
+        if not self._group_positions:
+            return {}
+        per_gate = {}
+        for gate, g in grads.items():
+            info = self._gates[gate]
+            a, g = flat_gate_tensor(acts[gate], info), flat_gate_tensor(g, info)
+            per_gate[gate] = -tf.reduce_sum(a * g, axis=1)
+        sizes = {name: self.graph.group(name).size for name in self._group_positions}
+        deltas = mask_delta.group_deltas(per_gate, self._group_positions, sizes)
+        return {
+            ("mask", group): mask_delta.batch_stats(deltas[group])
+            if group in deltas else tf.zeros((4, sizes[group]), tf.float64)
+            for group in self._group_positions
+        }
 
     def _forward(self, x, hook):
         with record_gate_inputs(hook):
@@ -360,41 +386,3 @@ class SaliencyAccumulator:
         total, elements = self._means[gate]
         fixed = tf.cast(total / tf.maximum(elements, 1.0), a.dtype)
         return tf.where(elements > 0, fixed, batch)
-
-    def _scores(self, signal, values, n: int) -> dict[str, np.ndarray]:
-        groups = self.graph.prunable_groups
-        if signal.kind == "random":
-            return signals_lib.random_scores(signal, groups)
-        scores = {g.name: np.zeros(g.size, np.float64) for g in groups}
-        if signal.kind == "data":
-            contributions = self._data_contributions(signal, values, n)
-        elif signal.kind == "scalar":
-            contributions = list(signals_lib.bn_contributions(signal, self._bns))
-            seen = {c[0] for c in contributions}
-            signals_lib.warn_missing(signal, [g for g in scores if g not in seen])
-            scores = {g: s for g, s in scores.items() if g in seen}
-        else:
-            grads = {key[1]: values[key] / max(n, 1) for key in values if key[0] == "grad"}
-            contributions = signals_lib.weight_contributions(signal, self._sources, grads)
-        for group, channels, v in contributions:
-            np.add.at(scores[group], channels, v)
-        factor = signal.parsed.factor
-        return {g: s * factor for g, s in scores.items()}
-
-    def _data_contributions(self, signal, values, n: int):
-        plan = signal.parsed
-        family, prefix = split_plan(plan)
-        stage_index = 1 if family == "n" else 0
-        op = plan.stages[stage_index].op
-        for gate, info in self._gates.items():
-            stats = {}
-            for stat in STATS_FOR[op]:
-                kind = "max" if stat == "max" else "sum"
-                rows = self._rows[(gate, family, kind)]
-                stats[stat] = values[(gate, family, kind)][rows.index((signal.base, prefix, stat))]
-            count = values[(gate, "elements", "sum")] if family == "nhw" else n
-            x = from_stats(op, stats, count)
-            axes = {"hw": (0,)} if family == "n_hw" else {}
-            x = signals_lib.apply_plan_np(x, plan, axes, start=stage_index + 1)
-            for group, (index, channels) in info["positions"].items():
-                yield group, channels, x[index]

@@ -13,7 +13,10 @@ Conventions (docs/signals.md):
   ``training=True`` their state updates (moving statistics) are discarded;
 * per-example statistics are accumulated in float64 across batches, weighted by examples;
 * the activation ``a`` is a ChannelGate's input (after BatchNorm and activation) and
-  ``g = dl_n/da``; a switched-off channel has ``g = 0``.
+  ``g = dl_n/da``; a switched-off channel has ``g = 0``;
+* ``taylor`` and ``fisher`` (base ``mask_delta``) differentiate ONE mask per channel shared by
+  all the gates of its group: per example the sum over gates and positions of ``(0 - a) * g``
+  (a spatial SUM) before the absolute value or square (``saliency.mask_delta``).
 """
 
 from __future__ import annotations
@@ -106,8 +109,8 @@ def score_all(context, importances) -> list[dict[str, np.ndarray]]:
         if isinstance(imp, SignalImportance):
             scores = shared[imp.signal]
         else:
-            if imp.accumulated:
-                accumulate(imp, context)
+            if imp.accumulated and not getattr(imp, "in_step", False):
+                accumulate(imp, context)  # in-step criteria were fed by the training steps
             scores = imp(context)
         results.append(check_scores(scores, context, imp.name))
     return results

@@ -218,7 +218,9 @@ class FunctionImportance(Importance):
         )
 
 
-_GRADIENT_BASES = ("gradient", "zero_delta", "mean_delta", "weight_delta", "consumer_weight_delta")
+_GRADIENT_BASES = (
+    "gradient", "zero_delta", "mean_delta", "mask_delta", "weight_delta", "consumer_weight_delta"
+)
 
 
 class SignalImportance(Importance):

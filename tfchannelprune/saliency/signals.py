@@ -5,7 +5,10 @@ spans several layers (a residual add, a concatenation) gets the sum of the contr
 its producers, consumers, BatchNorms and gates; a channel seen at several positions of one gate
 (depthwise multiplier) sums them too.
 
-Presets (all with scaling ``none``, so they equal the papers' formulas):
+Presets (all with scaling ``none``, so they equal the papers' formulas). ``taylor`` and
+``fisher`` differentiate ONE mask ``m`` per channel, shared by all the gates of its group
+(``mask_delta``, spatial SUM; see ``saliency.mask_delta``); the ``_gate`` variants score each
+gate on its own and add the absolute values or squares (the library's formulas before 0.2):
 
 =================  ======================================  ==================================
 name               id                                      formula
@@ -17,8 +20,10 @@ name               id                                      formula
 ``mean_activation````activation|mean_nhw|none``            mean_nhw a
 ``activation_std`` ``activation|std_nhw|none``             std_nhw a (population, ddof 0)
 ``apoz``           ``activation|nonzero,mean_nhw|none``    1 - APoZ (Hu et al. 2016)
-``taylor``         ``zero_delta|mean_hw,abs,mean_n|none``  mean_n |mean_hw(a g)| (Molchanov)
-``fisher``         ``zero_delta|sum_hw,square,mean_n,x0.5  1/(2N) sum_n (sum_hw a g)^2 (Theis)
+``taylor``         ``mask_delta|abs,mean_n|none``          mean_n |dl_n/dm| (Molchanov)
+``fisher``         ``mask_delta|square,mean_n,x0.5|none``  1/(2N) sum_n (dl_n/dm)^2 (Theis)
+``taylor_gate``    ``zero_delta|mean_hw,abs,mean_n|none``  mean_n |mean_hw(a g)| per gate
+``fisher_gate``    ``zero_delta|sum_hw,square,mean_n,x0.5  1/(2N) sum_n (sum_hw a g)^2 per gate
                    |none``
 ``rs``             ``zero_delta|mean_nhw|none``            mean_n mean_hw((0 - a) g) (Evci)
 ``mrs``            ``mean_delta|mean_nhw|none``            mean_n mean_hw((abar - a) g)
@@ -54,8 +59,10 @@ PRESETS = {
     "mean_activation": "activation|mean_nhw|none",
     "activation_std": "activation|std_nhw|none",
     "apoz": "activation|nonzero,mean_nhw|none",
-    "taylor": "zero_delta|mean_hw,abs,mean_n|none",
-    "fisher": "zero_delta|sum_hw,square,mean_n,x0.5|none",
+    "taylor": "mask_delta|abs,mean_n|none",
+    "fisher": "mask_delta|square,mean_n,x0.5|none",
+    "taylor_gate": "zero_delta|mean_hw,abs,mean_n|none",
+    "fisher_gate": "zero_delta|sum_hw,square,mean_n,x0.5|none",
     "rs": "zero_delta|mean_nhw|none",
     "mrs": "mean_delta|mean_nhw|none",
     "abs_mrs": "mean_delta|mean_hw,abs,mean_n|none",
@@ -127,7 +134,7 @@ class Signal:
 
     @property
     def needs_data(self) -> bool:
-        return self.kind == "data" or self.base in ("weight_delta", "consumer_weight_delta")
+        return self.kind in ("data", "mask") or self.base in ("weight_delta", "consumer_weight_delta")
 
     @property
     def nonnegative(self) -> bool:

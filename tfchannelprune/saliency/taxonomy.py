@@ -14,8 +14,16 @@ A signal is four choices, written as one id ``"base|plan|scaling"``:
   saved by removing the channel) or ``weights`` (by the weights removed transitively, v2 of the
   paper).
 
-Example: Molchanov's Taylor criterion ``mean_n |mean_hw(a*g)|`` is
-``"zero_delta|mean_hw,abs,mean_n|none"``.
+Example: Molchanov's Taylor criterion, per example the derivative of the loss with respect to
+the channel's one shared mask, absolute, averaged over examples, is ``"mask_delta|abs,mean_n|none"``;
+the per-gate form ``mean_n |mean_hw(a*g)|`` is ``"zero_delta|mean_hw,abs,mean_n|none"``.
+
+The ``mask_delta`` base is ``-dl_n/dm_k`` with ``m_k`` ONE mask shared by every place where channel
+``k`` of a group appears (residual adds, concatenations, depthwise repeats): the sum over all the
+group's gates and spatial positions of ``(0 - a) * g``, taken per example BEFORE any absolute
+value or square. It is the first-order loss change of removing the channel, and it does not
+depend on where the channel is measured (a spatial sum is unchanged by pooling, dropout or
+padding between the producer and the gate; a spatial mean is not).
 
 Convention: LOWER score = prune first. The delta bases are signed as the first-order change of
 the loss when the channel is replaced (``(replacement - a) * g``), so signed signals follow the
@@ -40,6 +48,8 @@ BASES = {
     "gradient": "g = dl_n/da, per example",
     "zero_delta": "(0 - a) * g: activation x gradient as the loss change of zeroing (Evci RS)",
     "mean_delta": "(mean(a) - a) * g: mean replacement (Evci MRS)",
+    "mask_delta": "-dl_n/dm_k for one mask m_k shared by every gate of the channel: "
+    "sum over gates and space of (0 - a) * g, per example (Theis's mask form)",
     "random": "uniform random scores (baseline)",
 }
 KIND = {
@@ -52,6 +62,7 @@ KIND = {
     "gradient": "data",
     "zero_delta": "data",
     "mean_delta": "data",
+    "mask_delta": "mask",
     "random": "random",
 }
 OPS = ("sum", "mean", "l1", "l2", "max", "var", "std")
@@ -63,6 +74,7 @@ ORDERS = {
     "data": (("hw", "n"), ("n", "hw"), ("nhw",)),
     "weight": (("k", "fan"), ("fan", "k"), ("all",)),
     "scalar": ((),),
+    "mask": (("n",),),
     "random": ((),),
 }
 _NONNEG_OPS = ("l1", "l2", "var", "std")
@@ -183,6 +195,7 @@ ENUMERATED_PLANS = {
     ),
     "weight": (("sum_all",), ("mean_all",), ("l2_all",), ("max_all",), ("l2_k", "sum_fan")),
     "scalar": ((),),
+    "mask": (("mean_n",), ("std_n",)),
 }  # fmt: skip
 # Which pointwise ops make sense on which base when enumerating.
 ENUMERATED_POINTWISE = {

@@ -131,7 +131,7 @@ def _copy_hed_weights(vgg: keras.Model) -> None:
     copied = []
     for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5):
         for layer in block.layers:
-            if isinstance(layer, keras.layers.Conv2D):
+            if layer.name in VGG16_CONVS:
                 vgg.get_layer(layer.name).set_weights(layer.get_weights())
                 copied.append(layer.name)
     if sorted(copied) != sorted(VGG16_CONVS):

@@ -16,7 +16,6 @@ Writes benchmarks/results/pruning_resnet.json and pruning_resnet.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -24,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _results import write_results  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
 from tfchannelprune.datasets.digits import load_mnist_subset  # noqa: E402
@@ -140,12 +140,8 @@ def write(args, results, dense_acc, names, start) -> None:
     lines.append("| full width | | 1.000 | " + " | ".join(str(v) for v in full) + " |")
     text = "\n".join(lines)
     print("\n" + text + f"\n\n({time.time() - start:.0f} s)")
-    out_dir = os.path.join(os.path.dirname(__file__), "results")
-    with open(os.path.join(out_dir, f"{args.out}.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(out_dir, f"{args.out}.json"), "w") as f:
-        json.dump({"dense_accuracy": dense_acc, "groups": names, "rows": rows,
-                   "args": vars(args), "seconds": time.time() - start}, f, indent=2)  # fmt: skip
+    write_results(args.out, text, {"dense_accuracy": dense_acc, "groups": names, "rows": rows,
+                                   "args": vars(args), "seconds": time.time() - start})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _results import write_results  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
 from tfchannelprune.datasets.digits import load_mnist_subset  # noqa: E402
@@ -160,12 +161,8 @@ def render(args, results, dense, start) -> None:
               "26%; beta>0 0.79% at 10%; beta* 0.86% at 17%."]  # fmt: skip
     text = "\n".join(lines)
     print("\n" + text + f"\n\n({time.time() - start:.0f} s)")
-    out_dir = os.path.join(os.path.dirname(__file__), "results")
-    with open(os.path.join(out_dir, f"{args.out}.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(out_dir, f"{args.out}.json"), "w") as f:
-        json.dump({"dense_error": dense, "results": results, "args": vars(args),
-                   "seconds": time.time() - start}, f, indent=2)  # fmt: skip
+    write_results(args.out, text, {"dense_error": dense, "results": results, "args": vars(args),
+                                   "seconds": time.time() - start})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -93,8 +93,9 @@ def fisher_prune(
         dataset: training images; `targets` are its (N, H, W) training targets, e.g.
             `distillation_targets(teacher, dataset)`.
         target_macs: final MACs as a fraction of `model`'s, in (0, 1].
-        beta: cost weight: a float (loss in nats per share of the current MACs saved) or
-            "auto" (loss per MAC saved).
+        beta: cost weight: a float, Theis's fixed price in nats per FLOP saved (per image,
+            2 x the marginal MACs; `score - beta * FLOPs saved`), or "auto" (beta*: rank by
+            nats per FLOP saved).
         steps_per_event: training steps between removals (the paper's N = 10).
         channels_per_step: channels removed per event (the paper removes one).
         calibration_size: images of `dataset` (the first ones) on which the Fisher signal is

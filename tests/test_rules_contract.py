@@ -63,6 +63,9 @@ class ScaleRule(Passthrough):
     def weight_axes(self, fn):
         return (WeightAxis("scale", 0, "in"),)
 
+    def channel_scale(self, fn):
+        return "scale"  # what the bn_scale signal reads
+
     def subset(self, fn):
         return GATHERED
 
@@ -360,6 +363,16 @@ def test_register_rule_checks_its_arguments():
         tcp.register_rule(Scale, object())
     assert type(rules.get(Scale())) is ScaleRule
     assert not rules.get(keras.layers.Lambda(lambda t: t)).known
+
+
+def test_bn_scale_reads_the_declared_channel_scale():
+    inp = keras.Input((6, 6, 3))
+    x = Scale(name="s")(L.Conv2D(5, 3, padding="same", name="p")(inp))
+    model = keras.Model(inp, L.Conv2D(2, 1, name="c")(x))
+    values = np.array([0.5, -2.0, 0.1, 3.0, -0.7], np.float32)
+    model.get_layer("s").scale.assign(values)
+    scores = tcp.collect_saliency(model, None, None, signal="bn_scale")
+    np.testing.assert_allclose(scores["p"], np.abs(values), rtol=1e-6)
 
 
 def test_declarations_check_their_values():

@@ -31,6 +31,8 @@ def test_preprocessing_layer_matches_preprocess_hed():
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
     plain = vgg16.load_vgg16((32, 32, 3), weights=None)
+    for model in (plain, vgg16.load_vgg16((32, 32, 3), weights=None, pixel_scale="0-1")):
+        assert model.output.shape == (None, 1, 1, 512)  # one tensor, not a list: composable
     for scale, images in (("0-255", pixels), ("0-1", pixels / 255)):
         folded = vgg16.load_vgg16((32, 32, 3), weights=None, pixel_scale=scale)
         folded.set_weights(

@@ -117,7 +117,7 @@ def load_vgg16(
     if weights == "hed":
         _copy_hed_weights(vgg)
     if pixel_scale is None:
-        return keras.Model(vgg.inputs, vgg.outputs, name=name)
+        return keras.Model(vgg.input, vgg.output, name=name)
     inputs = keras.Input(input_shape, name="image")
     x = _preprocess_layer(pixel_scale)(inputs)
     for layer in vgg.layers[1:]:  # VGG16 without top is a chain

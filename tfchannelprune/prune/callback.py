@@ -187,6 +187,7 @@ class ChannelPruning(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         graph = ChannelGraph(gated_model(self.model, "ChannelPruning", copy=False))
         self.graph = graph
+        self._accumulators = {}  # calibration passes traced once per fit, not per event
         self.candidates = [g.name for g in select.candidate_groups(graph, self.config)]
         full = {g.name: np.ones(g.size, bool) for g in graph.prunable_groups}
         self.original_macs = macs_for(graph, full)
@@ -222,7 +223,7 @@ class ChannelPruning(keras.callbacks.Callback):
         return scoring_context(
             self.model, self.data, self.loss or self.model.loss, caller="ChannelPruning",
             graph=self.graph, steps=self.calibration_steps, epoch=epoch,
-            step=int(self.model.optimizer.iterations.numpy()),
+            step=int(self.model.optimizer.iterations.numpy()), accumulators=self._accumulators,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ the clock

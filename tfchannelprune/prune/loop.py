@@ -21,7 +21,7 @@ from tfchannelprune.core.surgery import compact
 from tfchannelprune.core.wrap import wrap
 from tfchannelprune.dead.gate_inputs import gate_input_means
 from tfchannelprune.dead.mean_replacement import mean_replacement_shift
-from tfchannelprune.prune import optimizer_state, select
+from tfchannelprune.prune import optimizer_state, procedures, select
 from tfchannelprune.prune.callback import _check_fraction
 from tfchannelprune.saliency import registry
 from tfchannelprune.saliency.collect import score_all
@@ -74,7 +74,9 @@ def prune(
         mean_replacement: fold each removed channel's mean output over ``data`` into its
             consumers' biases (Evci's mean replacement) instead of dropping it.
         **selection: ``SelectionConfig`` fields (mode, normalize, lam, beta, min_channels,
-            round_to, ignored_layers).
+            round_to, ignored_layers). ``normalize`` and ``beta`` left out take the same
+            per-signal defaults as ``ChannelPruning`` (``prune.procedures.default_selection``:
+            Taylor "l2", Fisher "none" with ``beta="auto"``, other criteria "mean").
 
     Returns:
         ``PruneResult(model, history)``; each record has the round's ``macs_fraction``,
@@ -87,8 +89,8 @@ def prune(
         raise ValueError("Give target_macs or target_params (fractions of the original model).")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1. Received: rounds={rounds}")
-    config = select.SelectionConfig(**selection)
     importance = registry.get(signal)
+    config = select.SelectionConfig(**{**procedures.default_selection(importance), **selection})
     original_macs, original_params = count_macs(model), count_params(model)
     history = []
     current = model

@@ -124,15 +124,25 @@ def accumulate(importance, context) -> None:
         importance.update(x, y)
 
 
-def oracle_loss_change(model, data, loss, batch_size: int = 256) -> dict[str, np.ndarray]:
+def oracle_loss_change(
+    model, data, loss, batch_size: int = 256, channels: dict | None = None
+) -> dict[str, np.ndarray]:
     """Molchanov's oracle: the true change of the mean loss when each channel alone is
     switched off, ``L(channel off) - L`` (signed; its absolute value is "oracle-abs").
 
     Channels already switched off, and the last kept channel of a group (which cannot be
     removed), get 0. The gates are restored afterwards.
 
+    Args:
+        channels: {group name: channel indices} to measure only those (one forward pass over
+            ``data`` per channel, so a sample keeps a large network affordable); the other
+            channels, and groups not named, get NaN. None measures every channel.
+
     Returns:
         {group name: float64 loss changes}.
+
+    Raises:
+        ValueError: ``channels`` names an unknown group or an index out of range.
     """
     from tfchannelprune.core.plans import get_kept_channels, set_kept_channels
 
@@ -149,6 +159,7 @@ def oracle_loss_change(model, data, loss, batch_size: int = 256) -> dict[str, np
         total = sum(float(batch_loss(x, y)) for x, y in batches)
         return total / max(sum(int(tf.shape(y)[0]) for _, y in batches), 1)
 
+    wanted = _oracle_channels(graph, channels)
     original = get_kept_channels(graph)
     base = mean_loss()
     out = {}
@@ -156,7 +167,12 @@ def oracle_loss_change(model, data, loss, batch_size: int = 256) -> dict[str, np
         for group in graph.prunable_groups:
             kept = original[group.name]
             deltas = np.zeros(group.size, np.float64)
+            if wanted is not None:
+                deltas[:] = np.nan
+                deltas[sorted(wanted.get(group.name, ()))] = 0.0
             for ch in kept if len(kept) > 1 else []:
+                if wanted is not None and ch not in wanted.get(group.name, ()):
+                    continue
                 set_kept_channels(gated, {group.name: [c for c in kept if c != ch]}, graph)
                 deltas[ch] = mean_loss() - base
             set_kept_channels(gated, {group.name: kept}, graph)
@@ -164,3 +180,20 @@ def oracle_loss_change(model, data, loss, batch_size: int = 256) -> dict[str, np
     finally:
         set_kept_channels(gated, original, graph)
     return out
+
+
+def _oracle_channels(graph, channels) -> dict[str, set] | None:
+    if channels is None:
+        return None
+    sizes = {g.name: g.size for g in graph.prunable_groups}
+    wanted = {}
+    for name, indices in channels.items():
+        if name not in sizes:
+            raise ValueError(f"`channels` names an unknown prunable group {name!r}; groups: "
+                             f"{sorted(sizes)}. Received: channels={channels!r}")  # fmt: skip
+        picked = {int(i) for i in np.asarray(indices).ravel()}
+        if any(not 0 <= i < sizes[name] for i in picked):
+            raise ValueError(f"`channels[{name!r}]` has an index outside 0..{sizes[name] - 1}. "
+                             f"Received: {sorted(picked)}")  # fmt: skip
+        wanted[name] = picked
+    return wanted

@@ -56,6 +56,9 @@ class ScoringContext:
         training: run BatchNorm / Dropout in training mode in the criterion's passes.
         step: the optimizer's iteration count at the event (None outside ``fit``).
         epoch: the epoch at the event (None outside ``fit`` or between epochs).
+        accumulators: a dict the caller keeps across events (``ChannelPruning`` does) so
+            that the taxonomy's collection step is traced once for the model, not at every
+            event; None: a new one each time.
     """
 
     model: Any
@@ -68,6 +71,7 @@ class ScoringContext:
     training: bool = False
     step: int | None = None
     epoch: int | None = None
+    accumulators: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def groups(self) -> list:
@@ -254,9 +258,7 @@ class SignalImportance(Importance):
 
 def score_signals(context: ScoringContext, signals: list) -> list[dict[str, np.ndarray]]:
     """Scores of several taxonomy signals from ONE pass over the context's data."""
-    from tfchannelprune.saliency.accumulator import SaliencyAccumulator
-
-    acc = SaliencyAccumulator(context.model, list(signals), context.loss, context.training)
+    acc = _accumulator(context, list(signals))
     if acc.needs_data:
         dataset = context.batches(labels=True)
         strategy = acc.strategy
@@ -274,6 +276,23 @@ def score_signals(context: ScoringContext, signals: list) -> list[dict[str, np.n
             )
     result = acc.result()
     return [result[s.id] for s in acc.signals]
+
+
+def _accumulator(context: ScoringContext, signals: list):
+    """A ``SaliencyAccumulator`` for these signals on the context's model: the one kept in
+    ``context.accumulators`` (reset) when the model, loss and mode are the same objects."""
+    from tfchannelprune.saliency.accumulator import SaliencyAccumulator
+
+    cache = context.accumulators
+    key = (tuple(s.id for s in signals), context.training)
+    kept = cache.get(key) if cache is not None else None
+    if kept is not None and kept[0] is context.model and kept[1] is context.loss:
+        kept[2].reset()
+        return kept[2]
+    acc = SaliencyAccumulator(context.model, signals, context.loss, context.training)
+    if cache is not None:
+        cache[key] = (context.model, context.loss, acc)
+    return acc
 
 
 def check_scores(scores, context: ScoringContext, name: str) -> dict[str, np.ndarray]:

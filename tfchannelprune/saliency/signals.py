@@ -222,9 +222,9 @@ def weight_contributions(signal: Signal, sources, grad_means=None):
 
 def bn_contributions(signal: Signal, bn_layers):
     plan = signal.parsed
-    for group, layer, index, channels in bn_layers:
-        gamma = np.asarray(layer.gamma.numpy(), dtype=np.float64)[index]
-        yield group, channels, pointwise_np(gamma, plan.pointwise)
+    for group, layer, weight, index, channels in bn_layers:
+        scale = np.asarray(getattr(layer, weight).numpy(), dtype=np.float64)[index]
+        yield group, channels, pointwise_np(scale, plan.pointwise)
 
 
 # ----------------------------------------------------------------------- scaling
@@ -345,13 +345,15 @@ def kernel_sources(graph) -> list[KernelSource]:
 
 
 def batch_norms(graph) -> list[tuple]:
-    """(group, layer, indices into its scale, channels) for every layer whose rule declares a
-    per-channel scale (``Rule.channel_scale``: BatchNormalization's gamma)."""
+    """(group, layer, scale weight name, indices into it, channels) for every layer whose rule
+    declares a per-channel scale (``Rule.channel_scale``: BatchNormalization's "gamma", or
+    what a registered rule names)."""
     prunable = {g.name for g in graph.prunable_groups}
     out = []
     for fn, rule in zip(graph.flat.nodes, graph.rules, strict=True):
-        if rule.channel_scale(fn) is not None:
+        weight = rule.channel_scale(fn)
+        if weight is not None:
             positions = channel_positions(graph, fn.inputs[0], prunable)
             for group, (index, channels) in positions.items():
-                out.append((group, fn.op, index, channels))
+                out.append((group, fn.op, weight, index, channels))
     return out

@@ -146,6 +146,13 @@ def markdown(rows, head, timing, meta, chosen: int) -> str:
         f"{head['ig_teacher']:.3f} bits/fixation, LiteRT float32 1 thread "
         f"{head['latency_ratio']:.1f}x faster.",
         "",
+        "The chosen student is the cheapest (unpruned or pruned) whose VALIDATION AUC-Judd is "
+        "within 0.01 of the teacher's (`val AUC`); the other columns are held-out test scores. "
+        "beta is Theis's fixed price in nats per FLOP saved (or auto, beta*), set from the "
+        "Fisher score / FLOPs scale on training images, not from these scores. The teacher's "
+        "design was chosen on the validation split: "
+        "[gaze_teacher_ablation.md](gaze_teacher_ablation.md).",
+        "",
         "| model | beta | MACs | teacher/MACs | AUC-Judd | val AUC | sAUC | IG (bits) | "
         "explained IG | NSS | CC | KL | SIM | LiteRT ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -189,8 +196,8 @@ def main(argv=None) -> int:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "setting": (
             f"{c.size[0]}x{c.size[1]} images, {c.n_train}/{c.n_val}/{c.n_test} train/val/test, "
-            f"{c.fixations_per_image} fixations each, teacher readout {c.teacher_epochs} "
-            f"epochs, student width {c.student_width}, {c.epochs} epochs, seed {c.seed}"
+            f"{c.fixations_per_image} fixations each, teacher readout <= {c.teacher_epochs} "
+            f"epochs (early stop on val), student width {c.student_width}, {c.epochs} epochs, seed {c.seed}"
         ),
         "config": dataclasses.asdict(config),
         "timings_s": {k: round(v, 1) for k, v in result.timings.items()},

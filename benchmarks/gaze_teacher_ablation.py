@@ -26,12 +26,14 @@ from _results import RESULTS_DIR, write_results
 
 from tfchannelprune import gaze
 from tfchannelprune.datasets.vgg16 import load_vgg16
-from tfchannelprune.gaze.experiment import evaluate_model
+from tfchannelprune.gaze import deepgaze
+from tfchannelprune.gaze.experiment import ExperimentConfig, evaluate_model
 from tfchannelprune.gaze.layers import BlurredUpsampling, LogCentreBias, SpatialLogSoftmax
 from tfchannelprune.gaze.train import compile_gaze, fit_centre_bias
 
-TAPS = ("block4_conv3", "block5_conv1", "block5_conv2", "block5_conv3")
-CB = {"sigma": 0.05, "uniform_weight": 0.01}
+TAPS = deepgaze.DEEPGAZE_TAPS
+_DEFAULTS = ExperimentConfig()  # the benchmark's centre bias
+CB = {"sigma": _DEFAULTS.centre_bias_sigma, "uniform_weight": _DEFAULTS.uniform_weight}
 
 
 def vgg_taps(images, upsample: int) -> dict:

@@ -167,12 +167,13 @@ def oracle_loss_change(
         for group in graph.prunable_groups:
             kept = original[group.name]
             deltas = np.zeros(group.size, np.float64)
-            if wanted is not None:
+            todo = kept if len(kept) > 1 else []
+            if wanted is not None:  # a sample: NaN where not measured
+                sample = wanted.get(group.name, set())
                 deltas[:] = np.nan
-                deltas[sorted(wanted.get(group.name, ()))] = 0.0
-            for ch in kept if len(kept) > 1 else []:
-                if wanted is not None and ch not in wanted.get(group.name, ()):
-                    continue
+                deltas[sorted(sample)] = 0.0
+                todo = [ch for ch in todo if ch in sample]
+            for ch in todo:
                 set_kept_channels(gated, {group.name: [c for c in kept if c != ch]}, graph)
                 deltas[ch] = mean_loss() - base
             set_kept_channels(gated, {group.name: kept}, graph)

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 
-import keras
-import numpy as np
-
-from tfchannelprune.core import gate  # noqa: F401  (registers ChannelGate for loading)
+from tfchannelprune.cli.files import load_array, load_model_file
 from tfchannelprune.core.summary import summary
 from tfchannelprune.dead.detect import find_dead_channels
 
 
 def _report_command(args) -> int:
-    model = keras.saving.load_model(args.model, safe_mode=True, compile=False)
+    model = load_model_file(args.model)
     result = summary(model, print_fn=(lambda s: None) if args.json else print)
     if args.data:  # the dead channels too, with the MACs their removal saves for free
-        dead = find_dead_channels(model, np.load(args.data))
+        dead = find_dead_channels(model, load_array(args.data))
         result["dead"] = dead.to_dict()
         if not args.json:
             print("\n" + dead.text())

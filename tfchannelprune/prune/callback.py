@@ -26,6 +26,7 @@ import os
 import keras
 import numpy as np
 
+from tfchannelprune.core.checks import layer_names
 from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import gate_masks, set_kept_channels
@@ -165,7 +166,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self.config = select.SelectionConfig(
             mode=mode, normalize=auto["normalize"] if normalize == "auto" else normalize,
             lam=lam, beta=auto["beta"] if beta is None else beta, min_channels=min_channels,
-            round_to=round_to, ignored_layers=tuple(ignored_layers),
+            round_to=round_to, ignored_layers=layer_names(ignored_layers),
         )  # fmt: skip
         self.monitor, self.history_path, self.log_dir = monitor, history_path, log_dir
         self.verbose = verbose

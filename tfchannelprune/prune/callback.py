@@ -31,7 +31,7 @@ from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import gate_masks, set_kept_channels
 from tfchannelprune.core.wrap import gated_model
-from tfchannelprune.prune import procedures, reporting, select
+from tfchannelprune.prune import procedures, reporting, resume, select
 from tfchannelprune.prune.schedules import PolynomialSchedule, target_fraction
 from tfchannelprune.saliency import registry
 from tfchannelprune.saliency.collect import score_all
@@ -186,6 +186,7 @@ class ChannelPruning(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ set-up
     def on_train_begin(self, logs=None):
+        resume.run_before_checkpoints(self)  # checkpoints then hold each event's result
         graph = ChannelGraph(gated_model(self.model, "ChannelPruning", copy=False))
         self.graph = graph
         self._accumulators = {}  # calibration passes traced once per fit, not per event
@@ -216,6 +217,7 @@ class ChannelPruning(keras.callbacks.Callback):
         )  # fmt: skip
 
     def on_train_end(self, logs=None):
+        resume.report_target_not_reached(self)
         release = getattr(self.importance, "release", None)
         if release is not None:
             release()

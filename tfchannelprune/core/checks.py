@@ -37,7 +37,8 @@ def count_non_finite(data) -> tuple[int, int]:
 def non_finite_error(what: str, bad: int, total: int, hint: str = "") -> NonFiniteInputError:
     """The one wording of a non-finite input: which input, how many values."""
     return NonFiniteInputError(
-        f"{what} holds {bad} NaN or infinite value{'s' if bad != 1 else ''} (of {total:,}); "
+        f"{what} is not finite: {bad} NaN or infinite value{'s' if bad != 1 else ''} of "
+        f"{total:,}; "
         f"{hint or 'every statistic computed from it would be NaN and the answer wrong'}. "
         f"Clean or drop those examples and call again. Received: {what} with {bad} non-finite "
         "values"

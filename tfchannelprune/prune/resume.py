@@ -90,11 +90,11 @@ def _shortfall_text(callback) -> str:
     wanted = ", ".join(f"{k}={v}" for k, v, _ in named)
     where = ", ".join(now for *_, now in named)
     events = len(callback.history)
+    cap = "no cap per event" if callback._cap is None else f"at most {callback._cap} channels each"
     return (
         f"ChannelPruning: fit ended before the target was reached ({wanted}): pruning stopped "
-        f"at {where} of the original after {events} event(s) (at most {callback._cap} "
-        "channels each). Train for more epochs (or prune more often: prune_every, "
-        "frequency='step'), raise channels_per_step (None: no cap), or continue with "
-        "another fit call. Received: "
+        f"at {where} of the original after {events} event(s) ({cap}). Train for more epochs "
+        "(or prune more often: prune_every, frequency='step'), raise channels_per_step "
+        "(None: no cap), or continue with another fit call. Received: "
         f"channels_per_step={callback.channels_per_step!r}, prune_every={callback.prune_every}"
     )

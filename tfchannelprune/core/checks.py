@@ -82,9 +82,13 @@ class FiniteTally:
             raise non_finite_error(self.what, self.bad, self.total, self.hint)
 
 
-def check_output_path(path, what: str = "output") -> str:
+def check_output_path(path, name: str = "path") -> str:
     """``path`` as a string when a file can be created there, checked by creating (and
     removing) a temp file beside it: ``os.access`` says yes to root on read-only places.
+
+    Args:
+        path: the output file the user gave.
+        name: the argument's name as the user wrote it (``"path"``, ``"output"``).
 
     Raises:
         IsADirectoryError / NotADirectoryError / FileNotFoundError / PermissionError: with
@@ -94,26 +98,26 @@ def check_output_path(path, what: str = "output") -> str:
     directory = os.path.dirname(os.path.abspath(path))
     problem = None
     if os.path.isdir(path):
-        problem = IsADirectoryError(f"The {what} path is a directory, not a file.")
+        problem = IsADirectoryError("The output path is a directory, not a file.")
     elif os.path.exists(directory) and not os.path.isdir(directory):
-        problem = NotADirectoryError(f"The {what}'s parent {directory!r} is not a directory.")
+        problem = NotADirectoryError(f"The output's parent {directory!r} is not a directory.")
     elif not os.path.isdir(directory):
         problem = FileNotFoundError(
-            f"The {what} directory {directory!r} does not exist; create it first."
+            f"The output directory {directory!r} does not exist; create it first."
         )
     else:
         try:
             fd, probe = tempfile.mkstemp(dir=directory, prefix=".tfchannelprune-probe")
         except OSError as error:
             problem = PermissionError(
-                f"The {what} directory {directory!r} is not writable ({error.strerror})."
+                f"The output directory {directory!r} is not writable ({error.strerror})."
             )
         else:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.remove(probe)
     if problem is not None:
-        raise type(problem)(f"{problem} Received: {what}={path}")
+        raise type(problem)(f"{problem} Received: {name}={path}")
     return path
 
 

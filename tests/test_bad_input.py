@@ -394,3 +394,9 @@ def test_non_finite_count_ignores_integer_arrays():
     from tfchannelprune.core.checks import count_non_finite
 
     assert count_non_finite({"a": np.array([1.0, np.inf, np.nan]), "b": np.arange(3)}) == (2, 3)
+
+
+def test_nan_in_mean_replacement_data_is_an_error():
+    x = with_nan(zoo.tiny_digits(16)[0], 4)
+    raises_non_finite(lambda: tcp.gate_input_means(named_cnn(), x), "gate_input_means data",
+                      "4 NaN")  # fmt: skip

@@ -26,7 +26,10 @@ def count_non_finite(data) -> tuple[int, int]:
     for leaf in tree.flatten(data):
         if leaf is None:
             continue
-        array = np.asarray(leaf)
+        try:
+            array = np.asarray(leaf)
+        except (TypeError, ValueError):  # ragged, sparse ...: not checked here
+            continue
         if not np.issubdtype(array.dtype, np.floating) and array.dtype.kind != "c":
             continue
         total += array.size

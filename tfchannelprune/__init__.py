@@ -16,7 +16,12 @@ from tfchannelprune.dead.monitor import DeadChannelMonitor
 from tfchannelprune.deploy.export import export_tflite
 from tfchannelprune.deploy.latency import benchmark_tflite
 from tfchannelprune.dynamic.callback import DynamicChannelExecution
-from tfchannelprune.errors import UnsupportedLayerError, UnsupportedModelError
+from tfchannelprune.errors import (
+    NonFiniteInputError,
+    TargetNotReachedWarning,
+    UnsupportedLayerError,
+    UnsupportedModelError,
+)
 from tfchannelprune.prune.callback import ChannelPruning
 from tfchannelprune.prune.loop import PruneResult, prune
 from tfchannelprune.prune.schedules import ConstantSchedule, PolynomialSchedule
@@ -42,12 +47,14 @@ __all__ = [
     "DynamicChannelExecution",
     "FPGM",
     "Importance",
+    "NonFiniteInputError",
     "PolynomialSchedule",
     "PruneResult",
     "Rule",
     "SaliencyAccumulator",
     "ScoringContext",
     "SelectionConfig",
+    "TargetNotReachedWarning",
     "TrainStepSaliency",
     "UnsupportedLayerError",
     "UnsupportedModelError",

@@ -11,3 +11,17 @@ class UnsupportedLayerError(ValueError):
 
 class UnsupportedModelError(TypeError):
     """The model cannot be analysed at all (for example a subclassed model)."""
+
+
+class NonFiniteInputError(ValueError):
+    """Data given to tfchannelprune holds NaN or infinite values where they would make the
+    answer wrong (dead-channel statistics, calibration data, representative data, parity
+    samples), or a model computed them from finite data.
+
+    The message names the input and how many values are not finite. Clean the data (or fix
+    the model's weights) and call again: nothing was changed.
+    """
+
+
+class TargetNotReachedWarning(UserWarning):
+    """``ChannelPruning`` ended with ``fit`` before its target was reached."""

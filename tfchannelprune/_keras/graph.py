@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -63,8 +64,13 @@ def functional_view(model) -> keras.Model:
                 "Keras 3 models. Rebuild or reload it with `import keras` (Keras 3). "
                 f"Received: model of type {module}.{type(model).__name__}"
             )
+        hint = ""
+        if isinstance(model, (str, bytes, os.PathLike)):
+            hint = " To use a saved file, load it first: keras.saving.load_model(path)."
         raise TypeError(
-            f"Expected a keras.Model. Received: model of type {module}.{type(model).__name__}"
+            "Expected a keras.Model: a built Functional or Sequential Keras 3 model, or a "
+            f"subclassed one called on data.{hint} Received: model={model!r:.80} of type "
+            f"{module}.{type(model).__name__}"
         )
     if isinstance(model, keras.Sequential):
         functional = getattr(model, "_functional", None)

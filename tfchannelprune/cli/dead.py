@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
-import keras
-import numpy as np
-
-from tfchannelprune.core import gate  # noqa: F401  (registers ChannelGate for loading)
-from tfchannelprune.dead.detect import find_dead_channels, remove_dead_channels
+from tfchannelprune.cli.files import load_array, load_model_file
+from tfchannelprune.core.checks import check_output_path
+from tfchannelprune.dead.detect import (
+    find_dead_channels,
+    measure_output_change,
+    remove_dead_channels,
+)
 
 
 def _dead_command(args) -> int:
-    model = keras.saving.load_model(args.model, safe_mode=True, compile=False)
-    x = np.load(args.data)
+    if args.output:  # before the work, with the user's path in the message
+        check_output_path(args.output, "output")
+    model = load_model_file(args.model)
+    x = load_array(args.data)
     if args.max_examples:
         x = x[: args.max_examples]
     report = find_dead_channels(model, x, tol=args.tol, batch_size=args.batch_size)
+    small = remove_dead_channels(model, tol=args.tol, report=report)
+    change = measure_output_change(model, small, x, batch_size=args.batch_size)
+    report = dataclasses.replace(report, output_change=change)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.text())
     if args.output:
-        small = remove_dead_channels(model, tol=args.tol, report=report)
         small.save(args.output)
         if not args.json:
             print(f"saved the model without its dead channels to {args.output}")

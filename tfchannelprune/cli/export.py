@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-import keras
 import numpy as np
 
-from tfchannelprune.core import gate  # noqa: F401  (registers ChannelGate for loading)
+from tfchannelprune.cli.files import load_model_file
 from tfchannelprune.deploy.export import QUANTIZE_MODES, check_writable, export_tflite
 from tfchannelprune.deploy.latency import benchmark_tflite, compare
 
@@ -32,11 +31,9 @@ def register(subparsers) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.model):
-        raise FileNotFoundError(f"No such model file. Received: model={args.model}")
     output = args.output or os.path.splitext(args.model)[0] + ".tflite"
     check_writable(output)
-    model = keras.saving.load_model(args.model, safe_mode=True)
+    model = load_model_file(args.model, compile=True)
     data = load_inputs(args.data) if args.data else None
     report = export_tflite(
         model,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import keras
-
-from tfchannelprune.core import gate  # noqa: F401  (registers ChannelGate for loading)
+from tfchannelprune.cli.files import load_model_file
+from tfchannelprune.core.checks import check_output_path
 from tfchannelprune.core.cost import count_macs
 from tfchannelprune.core.plan_files import apply_plan
 
 
 def _apply_plan_command(args) -> int:
-    model = keras.saving.load_model(args.model, safe_mode=True, compile=False)
+    check_output_path(args.output, "output")  # before the work, naming the user's path
+    model = load_model_file(args.model)
     small = apply_plan(model, args.plan)
     small.save(args.output)
     before, after = count_macs(model), count_macs(small)

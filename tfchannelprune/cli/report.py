@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
-import keras
-import numpy as np
-
-from tfchannelprune.core import gate  # noqa: F401  (registers ChannelGate for loading)
+from tfchannelprune.cli.files import load_array, load_model_file
 from tfchannelprune.core.summary import summary
-from tfchannelprune.dead.detect import find_dead_channels
+from tfchannelprune.dead.detect import (
+    find_dead_channels,
+    measure_output_change,
+    remove_dead_channels,
+)
 
 
 def _report_command(args) -> int:
-    model = keras.saving.load_model(args.model, safe_mode=True, compile=False)
+    model = load_model_file(args.model)
     result = summary(model, print_fn=(lambda s: None) if args.json else print)
     if args.data:  # the dead channels too, with the MACs their removal saves for free
-        dead = find_dead_channels(model, np.load(args.data))
+        x = load_array(args.data)
+        dead = find_dead_channels(model, x)
+        small = remove_dead_channels(model, report=dead)
+        dead = dataclasses.replace(dead, output_change=measure_output_change(model, small, x))
         result["dead"] = dead.to_dict()
         if not args.json:
             print("\n" + dead.text())

@@ -4,12 +4,14 @@ A plan found once (by ``ChannelPruning``, ``prune()`` or by hand) is stored as J
 channel indices of every prunable group, with each group's size and producer layers so that
 applying it to another model checks that the architecture is the same. Applying it to a fresh
 instance of the architecture gives the same compact model (the same outputs with the same
-weights). Groups are matched by name, or, when a fresh instance got other automatic layer
-names (``conv2d_7`` for ``conv2d``), by position if sizes and producer types agree.
+weights). Groups are matched by name: a group of the plan that the model does not have is an
+error naming it. Only a plan that says ``"match": "position"`` is matched by position (sizes
+and producer types still checked): ``save_plan`` writes it when every producer of the model
+has an automatic Keras name (``conv2d_7``), which a fresh instance numbers otherwise.
 
 File format (version 1)::
 
-    {"format": "tfchannelprune.plan", "version": 1, "model": "resnet50",
+    {"format": "tfchannelprune.plan", "version": 1, "model": "resnet50", "match": "name",
      "groups": [{"name": "conv1_conv", "size": 64, "producers": ["conv1_conv"],
                  "producer_types": ["Conv2D"], "kept": [0, 2, 3, ...]}, ...]}
 """
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
+from tfchannelprune.core.checks import check_output_path
 from tfchannelprune.core.gate import is_wrapped
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import get_kept_channels, set_kept_channels
@@ -41,7 +45,22 @@ def plan_document(model) -> dict:
          "producer_types": _layer_types(graph, g.producers), "kept": kept[g.name]}
         for g in graph.prunable_groups
     ]  # fmt: skip
-    return {"format": FORMAT, "version": 1, "model": model.name, "groups": groups}
+    match = "position" if _automatic_names(graph) else "name"
+    return {"format": FORMAT, "version": 1, "model": model.name, "match": match,
+            "groups": groups}  # fmt: skip
+
+
+def _automatic_names(graph) -> bool:
+    """Whether every producer of a prunable group has a name Keras made up (class name in
+    snake case, maybe ``_N``): such names are not stable across instances."""
+    from keras.src.utils.naming import to_snake_case
+
+    ops = {fn.path: fn.op for fn in graph.flat.nodes}
+    paths = [p for g in graph.prunable_groups for p in g.producers]
+    return bool(paths) and all(
+        re.fullmatch(re.escape(to_snake_case(type(ops[p]).__name__)) + r"(_\d+)?",
+                     p.split("/")[-1]) for p in paths if p in ops
+    )  # fmt: skip
 
 
 def save_plan(model, path: str) -> dict:
@@ -49,7 +68,9 @@ def save_plan(model, path: str) -> dict:
 
     Raises:
         ValueError: for a model without gates (there is no plan to read).
+        FileNotFoundError / PermissionError: ``path`` cannot be written (checked first).
     """
+    path = check_output_path(path, "path")
     if not is_wrapped(model):
         raise ValueError(
             f"Model {model.name!r} has no ChannelGate layers, so it holds no plan. Save the "
@@ -84,17 +105,22 @@ def match_plan(graph, doc: dict) -> dict[str, list[int]]:
     groups = graph.prunable_groups
     saved = doc["groups"]
     names = {g.name for g in groups}
-    if {s["name"] for s in saved} <= names:
+    unknown = [s["name"] for s in saved if s["name"] not in names]
+    match = doc.get("match", "name")
+    if match not in ("name", "position"):
+        raise ValueError(f"A plan's \"match\" is 'name' or 'position'. Received: match={match!r}")
+    if not unknown:
         by_name = {g.name: g for g in groups}
         pairs = [(by_name[s["name"]], s) for s in saved]
-    elif len(saved) == len(groups):
+    elif match == "position" and len(saved) == len(groups):
         pairs = list(zip(groups, saved))
     else:
-        missing = sorted({s["name"] for s in saved} - names)[:4]
         raise ValueError(
-            f"The plan has {len(saved)} prunable groups and the model {len(groups)}; groups "
-            f"{missing} of the plan are not in the model. Apply a plan to the architecture it "
-            f"was made for. Received: model {graph.model.name!r}, plan for {doc['model']!r}"
+            f"The plan names {len(unknown)} group(s) that model {graph.model.name!r} does not "
+            f"have: {unknown[:4]} (the model's groups include {sorted(names)[:4]}). Apply a "
+            "plan to the architecture it was made for; a plan for a fresh instance with other "
+            'automatic layer names needs "match": "position" in its file. Received: '
+            f"{len(saved)} plan groups, {len(groups)} model groups, match={match!r}"
         )
     for group, s in pairs:
         types = _layer_types(graph, group.producers)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tfchannelprune.core.checks import layer_names
 from tfchannelprune.core.gate import gate_layers
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.errors import UnsupportedLayerError
@@ -135,7 +136,7 @@ def set_kept_channels(model, plan: Mapping[str, Sequence[int]], graph=None) -> N
         layer.gate.assign(values)
 
 
-def ignored_groups(graph, ignored_layers: Sequence[str]) -> set[str]:
+def ignored_groups(graph, ignored_layers: str | Sequence[str]) -> set[str]:
     """Names of the prunable groups that ``ignored_layers`` keeps whole.
 
     The one meaning of ``ignored_layers`` in every feature (selection, ``ChannelPruning``,
@@ -143,17 +144,14 @@ def ignored_groups(graph, ignored_layers: Sequence[str]) -> set[str]:
     consumers or channel-wise members is named, by its bare layer name (``"conv2d"``) or its
     full path (``"block/conv2d"``).
 
+    ``ignored_layers`` is one name (a str) or a sequence of names.
+
     Raises:
-        TypeError: a single string instead of a sequence of names.
+        TypeError: something other than a str or a sequence of str.
         ValueError: a name that matches no layer of the model (a typo would otherwise
             silently prune the layer).
     """
-    if isinstance(ignored_layers, str):
-        raise TypeError(
-            "ignored_layers is a list of layer names. "
-            f"Received: ignored_layers={ignored_layers!r} (a string; write [{ignored_layers!r}])"
-        )
-    names = set(ignored_layers)
+    names = set(layer_names(ignored_layers))
     if not names:
         return set()
     known = {fn.path for fn in graph.flat.nodes} | {

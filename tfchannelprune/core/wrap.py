@@ -35,8 +35,11 @@ def wrap(model) -> keras.Model:
     """A copy of ``model`` with a ``ChannelGate`` at every gate point (all gates open).
 
     Raises:
+        TypeError: ``model`` is not a keras.Model (None, a file path ...).
         ValueError: if the model is already wrapped.
     """
+    if not isinstance(model, keras.Model):
+        as_graph(model)  # raises the TypeError that says what is taken
     if is_wrapped(model):
         raise ValueError(
             f"Model {model.name!r} already has ChannelGate layers. Call strip() first or use "
@@ -88,6 +91,7 @@ def gated_model(model, caller: str, *, copy: bool = True) -> keras.Model:
     if is_wrapped(model):
         return model
     if not copy:
+        _check_prunable(model, caller)
         raise ValueError(
             f"{caller} needs a wrapped model, and {model.name!r} has no ChannelGate layers. "
             "Call `gated = tfchannelprune.wrap(model)`, compile and fit `gated`, then "
@@ -98,3 +102,25 @@ def gated_model(model, caller: str, *, copy: bool = True) -> keras.Model:
         return wrap(model)
     with strategy.scope():
         return wrap(model)
+
+
+def _check_prunable(model, caller: str) -> None:
+    """Raise "nothing here is prunable" (with the graph's reasons) for a model whose graph has
+    no prunable group: ``wrap`` put no gate in it, so "call wrap" would be wrong."""
+    graph = as_graph(model)
+    if graph.prunable_groups:
+        return
+    reasons = list(dict.fromkeys(g.reason for g in graph.groups if g.reason))
+    layout = [r for r in reasons if "channels_first" in r]
+    hint = (
+        "tfchannelprune prunes the last axis (channels_last); rebuild the model with "
+        "data_format='channels_last' (keras.config.set_image_data_format) and load its weights"
+        if layout else "see tfchannelprune.summary(model) for each group's reason"
+    )
+    shown = "; ".join((layout or reasons)[:4])
+    lead = "channels_first data format" if layout else "no group of channels can be removed"
+    raise ValueError(
+        f"{caller}: nothing here is prunable: {lead} ({shown}), so the model has no "
+        f"ChannelGate layers even after wrap(). {hint}. Received: model {model.name!r} with "
+        f"{len(graph.groups)} channel groups, none prunable"
+    )

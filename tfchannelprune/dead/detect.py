@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from tfchannelprune.core.batches import as_dataset
+from tfchannelprune.core.checks import FiniteTally
 from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
@@ -32,6 +33,7 @@ from tfchannelprune.core.wrap import gated_model
 from tfchannelprune.dead import non_learning
 from tfchannelprune.dead.gate_inputs import GateStatistics
 from tfchannelprune.dead.mean_replacement import mean_replacement_shift
+from tfchannelprune.errors import NonFiniteInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,7 @@ class DeadReport:
     non_learning: dict = dataclasses.field(default_factory=dict)
     movement: dict | None = None
     grad_norm: dict | None = None
+    output_change: float | None = None  # max |compact - model| / max |model| on the data
 
     def dead_channels(self) -> dict[str, list[int]]:
         """{group: dead channel indices}."""
@@ -104,6 +107,7 @@ class DeadReport:
             "dead_channels": len(self.dead), "channels": int(sum(self.group_sizes.values())),
             "macs": self.macs, "macs_after": self.macs_after, "params": self.params,
             "params_after": self.params_after, "floored": list(self.floored), "groups": groups,
+            "output_change": self.output_change,
             "constants": [
                 {"group": d.group, "channel": d.channel, "kind": d.kind,
                  "values": [{"gate": g, "position": p, "value": v} for g, p, v in d.values]}
@@ -133,7 +137,7 @@ class DeadReport:
             f"total: {len(self.dead)} of {total} prunable channels dead; removing them saves "
             f"{self.macs - self.macs_after:,} MACs ({_share(self.macs - self.macs_after, self.macs)}"
             f") and {self.params - self.params_after:,} params "
-            f"({_share(self.params - self.params_after, self.params)}), with no accuracy change"
+            f"({_share(self.params - self.params_after, self.params)}); {self._change_text()}"
         )
         if self.floored:
             lines.append(f"all channels dead (one kept): {', '.join(self.floored)}")
@@ -141,6 +145,14 @@ class DeadReport:
             flagged = sum(len(c) for c in self.non_learning.values())
             lines.append(f"non-learning channels: {flagged} in {len(self.non_learning)} groups")
         return "\n".join(lines)
+
+    def _change_text(self) -> str:
+        if self.output_change is None:
+            return "outputs not measured (see measure_output_change)"
+        return (
+            f"outputs changed by {self.output_change:.2g} of their scale on the "
+            f"{self.num_examples} examples given"
+        )
 
     def __str__(self) -> str:
         return self.text()
@@ -185,18 +197,23 @@ def find_dead_channels(
 
     Raises:
         ValueError: empty data, a bad ``tol`` or a reference of another architecture.
+        NonFiniteInputError: NaN or inf in ``data`` (every channel would look dead), or
+            NaN/inf gate inputs computed from finite data (NaN weights).
     """
     if not tol >= 0:
         raise ValueError(f"tol is a variance threshold >= 0. Received: tol={tol!r}")
     gated = gated_model(model, "find_dead_channels")
     graph = ChannelGraph(gated)
     stats = GateStatistics(gated, graph, training=training)
-    seen = 0
+    seen, tally = 0, FiniteTally("find_dead_channels data", _NAN_HINT)
     for x in as_dataset(data, batch_size, labels=False, steps=steps, model=gated):
+        tally.add(x)
         stats.update(x)
         seen += int(np.shape(keras.tree.flatten(x)[0])[0])
     if seen == 0:
         raise ValueError("The data held no batches, so nothing was measured. Received: 0 batches")
+    tally.check()
+    check_finite_statistics(stats.result())
     movement = grads = None
     if reference is not None or loss is not None:
         slices = non_learning.channel_parameters(graph)
@@ -226,7 +243,8 @@ def build_report(graph, moments, tol, num_examples, name, flagged=None, movement
         if group in base and not base[group][ch]:
             continue  # already switched off
         m = [moments[path] for path, _ in spots]
-        if any(s.count == 0 or s.variance[p] > tol for s, (_, p) in zip(m, spots, strict=True)):
+        if any(s.count == 0 or not s.variance[p] <= tol  # NaN variance: not dead
+               for s, (_, p) in zip(m, spots, strict=True)):  # fmt: skip
             continue
         zero = all(s.absmax[p] == 0.0 for s, (_, p) in zip(m, spots, strict=True))
         values = tuple((path, p, float(s.mean[p])) for s, (path, p) in zip(m, spots, strict=True))
@@ -266,6 +284,34 @@ def _plan(groups, base, dead) -> tuple[dict, list]:
             floored.append(name)
         plan[name] = np.flatnonzero(on).tolist()
     return plan, floored
+
+
+_NAN_HINT = "a NaN makes every channel's variance NaN, so every channel would look dead"
+
+
+def check_finite_statistics(moments) -> None:
+    """Raise ``NonFiniteInputError`` when finite data gave NaN/inf gate inputs (a NaN or
+    huge weight): no channel can be called dead or alive from them."""
+    bad = [p for p, m in moments.items() if not np.all(np.isfinite(m.mean))]
+    if bad:
+        raise NonFiniteInputError(
+            f"The model computes NaN or infinite values at {len(bad)} gate(s) ({bad[:4]}) "
+            "from finite data, so dead channels cannot be told apart. Check its weights for "
+            f"NaN or inf. Received: gates={bad[:4]}"
+        )
+
+
+def measure_output_change(model, small, data, batch_size: int = 64, steps=None) -> float:
+    """max |small(x) - model(x)| / max |model(x)| over the inputs of ``data``: how much
+    removing channels (and folding their means) moved the outputs on that data."""
+    worst = scale = 0.0
+    for x in as_dataset(data, batch_size, labels=False, steps=steps, model=model):
+        for a, b in zip(keras.tree.flatten(model(x, training=False)),
+                        keras.tree.flatten(small(x, training=False)), strict=True):  # fmt: skip
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            worst = max(worst, float(np.max(np.abs(a - b))))
+            scale = max(scale, float(np.max(np.abs(a))))
+    return worst / scale if scale > 0 else worst
 
 
 # ---------------------------------------------------------------------- removal

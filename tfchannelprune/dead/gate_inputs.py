@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfchannelprune.core.batches import as_dataset
+from tfchannelprune.core.checks import FiniteTally
 from tfchannelprune.core.gate import ChannelGate, record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import gated_model
@@ -187,14 +188,17 @@ def gate_input_means(
     whose gate paths are those of ``wrap(model)``.
 
     Raises:
-        ValueError: for empty data.
+        ValueError: for empty data; ``NonFiniteInputError`` for NaN or inf in it.
     """
     model = gated_model(model, "gate_input_means")
     graph = ChannelGraph(model)
     maps = flattened_gates(graph) if per_position else ()
     stats = GateStatistics(model, graph, maps=maps)
+    tally = FiniteTally("gate_input_means data", "the means folded into biases would be NaN")
     for x in as_dataset(data, batch_size, labels=False, steps=steps, model=model):
+        tally.add(x)
         stats.update(x)
+    tally.check()
     return {p: m.mean if m.mean_map is None else m.mean_map for p, m in stats.result().items()}
 
 

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from tfchannelprune.core.batches import first_inputs, is_batched_source
+from tfchannelprune.core.checks import check_finite, check_output_path
 from tfchannelprune.deploy.latency import list_ops, run_tflite
 
 QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
@@ -119,7 +120,7 @@ def export_tflite(
 
     Raises:
         ValueError: Unknown ``quantize``, int8 without ``representative_data``, or data whose
-            shapes do not match the model inputs.
+            shapes do not match the model inputs; ``NonFiniteInputError`` for NaN/inf in them.
         UnsupportedOpError: An op (named, with its layer) has no builtin TFLite kernel.
         FileNotFoundError / NotADirectoryError / PermissionError: ``path`` cannot be written;
             raised before converting.
@@ -158,21 +159,9 @@ def export_tflite(
 
 
 def check_writable(path: str | os.PathLike) -> str:
-    """Return ``path`` as a string if a file can be created there; raise an OSError if not."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    problem = None
-    if os.path.isdir(path):
-        problem = IsADirectoryError("The output path is a directory, not a file.")
-    elif os.path.exists(directory) and not os.path.isdir(directory):
-        problem = NotADirectoryError("The output's parent is not a directory.")
-    elif not os.path.isdir(directory):
-        problem = FileNotFoundError("The output directory does not exist; create it first.")
-    elif not os.access(directory, os.W_OK):
-        problem = PermissionError("The output directory is not writable.")
-    if problem is not None:
-        raise type(problem)(f"{problem} Received: path={path}")
-    return path
+    """Return ``path`` as a string if a file can be created there; raise an OSError if not
+    (``core.checks.check_output_path``: a temp file is created and removed to be sure)."""
+    return check_output_path(path, "path")
 
 
 def write_atomic(path: str, content: bytes) -> None:
@@ -357,6 +346,11 @@ def _as_arrays(data, specs, name: str) -> list[np.ndarray]:
                 f"{name} must have shape (samples, *{tuple(spec.shape[1:])}) for input "
                 f"'{spec.name}'. Received: {name} shape={array.shape}"
             )
+    hint = {
+        "representative_data": "int8 ranges calibrated on it would be NaN or infinite",
+        "sample_inputs": "the parity check would compare NaN with NaN and pass nothing",
+    }.get(name, "")
+    check_finite(arrays, name, hint)
     return [a.astype(spec.dtype) for a, spec in zip(arrays, specs, strict=True)]
 
 
@@ -373,12 +367,24 @@ def _parity_inputs(sample_inputs, representative, specs, quantize) -> list[np.nd
 
 
 def _parity(model, flatbuffer, samples, quantize):
-    """Max abs error, max error relative to output scale, and int8 top-1 agreement."""
+    """Max abs error, max error relative to output scale, and int8 top-1 agreement.
+
+    A non-finite output of either model makes both errors NaN (the check fails): ``max(0.0,
+    nan)`` is 0.0, so NaN must never reach a ``max``.
+    """
     reference = keras.tree.flatten(model(samples if len(samples) > 1 else samples[0]))
     reference = [keras.ops.convert_to_numpy(r).astype(np.float64) for r in reference]
     max_abs = max_rel = 0.0
     top1 = []
     for ref, out in zip(reference, run_tflite(flatbuffer, samples), strict=True):
+        if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(out))):
+            bad_keras, bad_lite = int(np.sum(~np.isfinite(ref))), int(np.sum(~np.isfinite(out)))
+            warnings.warn(
+                f"Non-finite outputs in the parity check (Keras {bad_keras}, LiteRT {bad_lite} "
+                f"of {ref.size} values): parity fails. Check the model's weights for NaN.",
+                stacklevel=3,
+            )
+            return float("nan"), float("nan"), None
         error = float(np.max(np.abs(out - ref)))
         max_abs = max(max_abs, error)
         max_rel = max(max_rel, error / max(float(np.max(np.abs(ref))), 1e-12))

@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras import tree
 
 from tfchannelprune import _keras
+from tfchannelprune.core.checks import layer_names
 from tfchannelprune.core.cost import count_macs
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
@@ -83,7 +84,7 @@ class DynamicChannelExecution(keras.callbacks.Callback):
         self.exploration_coef = exploration_coef
         self.final_fraction = final_fraction
         self.min_channels = int(min_channels)
-        self.ignored_layers = tuple(ignored_layers)
+        self.ignored_layers = layer_names(ignored_layers)
         self.seed = seed
         self.graph = None
         self._built_for = None

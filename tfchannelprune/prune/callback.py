@@ -26,11 +26,12 @@ import os
 import keras
 import numpy as np
 
+from tfchannelprune.core.checks import layer_names
 from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import gate_masks, set_kept_channels
 from tfchannelprune.core.wrap import gated_model
-from tfchannelprune.prune import procedures, reporting, select
+from tfchannelprune.prune import procedures, reporting, resume, select
 from tfchannelprune.prune.schedules import PolynomialSchedule, target_fraction
 from tfchannelprune.saliency import registry
 from tfchannelprune.saliency.collect import score_all
@@ -165,7 +166,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self.config = select.SelectionConfig(
             mode=mode, normalize=auto["normalize"] if normalize == "auto" else normalize,
             lam=lam, beta=auto["beta"] if beta is None else beta, min_channels=min_channels,
-            round_to=round_to, ignored_layers=tuple(ignored_layers),
+            round_to=round_to, ignored_layers=layer_names(ignored_layers),
         )  # fmt: skip
         self.monitor, self.history_path, self.log_dir = monitor, history_path, log_dir
         self.verbose = verbose
@@ -185,6 +186,7 @@ class ChannelPruning(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ set-up
     def on_train_begin(self, logs=None):
+        resume.run_before_checkpoints(self)  # checkpoints then hold each event's result
         graph = ChannelGraph(gated_model(self.model, "ChannelPruning", copy=False))
         self.graph = graph
         self._accumulators = {}  # calibration passes traced once per fit, not per event
@@ -215,6 +217,7 @@ class ChannelPruning(keras.callbacks.Callback):
         )  # fmt: skip
 
     def on_train_end(self, logs=None):
+        resume.report_target_not_reached(self)
         release = getattr(self.importance, "release", None)
         if release is not None:
             release()

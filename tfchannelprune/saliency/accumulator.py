@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
+from tfchannelprune.core.checks import check_finite
 from tfchannelprune.core.gate import is_wrapped, record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import wrap
@@ -31,6 +32,8 @@ from tfchannelprune.saliency.reductions import (
     prefix_tensor,
     state_variable,
 )
+
+_NAN_HINT = "the loss and every saliency score of the batch would be NaN"
 
 
 class SaliencyAccumulator:
@@ -120,12 +123,13 @@ class SaliencyAccumulator:
 
         Raises:
             ValueError: x and y of different lengths, an empty batch, or a non-finite loss
-            (the state is then left unchanged).
+            (the state is then left unchanged); ``NonFiniteInputError`` for NaN/inf in x.
         """
         if not self.needs_data:
             return 0.0
         if not isinstance(x, tf.distribute.DistributedValues):
             n = check_batch(x, y)
+            check_finite(x, "the calibration data x", _NAN_HINT)
             if self._strategy.num_replicas_in_sync > 1:
                 x, y = self._distribute(x, y, n)
         return self._update(x, y)

@@ -34,6 +34,7 @@ from keras import tree
 from tfchannelprune.core.gate import record_gate_inputs
 from tfchannelprune.saliency import mask_delta
 from tfchannelprune.saliency import signals as signals_lib
+from tfchannelprune.saliency.finite import check_step_sums
 from tfchannelprune.saliency.gate_positions import gate_positions
 from tfchannelprune.saliency.importance import Importance
 
@@ -117,6 +118,7 @@ class TrainStepSaliency(Importance):
                 f"No training step ran since the last event, so {self.signal.id!r} has no "
                 "value. Prune after at least one step. Received: num_examples=0"
             )
+        check_step_sums(self.signal, {g: v.numpy() for g, v in self._sums.items()}, n)
         return {
             g.name: mask_delta.scores(self.signal, self._sums[g.name].numpy(), n)
             if g.name in self._sums else np.zeros(g.size, np.float64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfchannelprune.core import rules
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import keep_masks
@@ -28,7 +29,8 @@ def _widths(graph, fn, masks) -> tuple[int, int]:
     return len(in_keep), len(out_keep)
 
 
-def count_macs(model, per_layer: bool = False, plan=None):
+@keyword_only("per_layer", "plan")
+def count_macs(model, *, per_layer: bool = False, plan=None):
     """Total MACs of ``model`` (or ``{layer path: MACs}`` with ``per_layer=True``).
 
     Args:
@@ -65,7 +67,8 @@ def _macs(rule, fn, in_w, out_w) -> int:
         ) from None
 
 
-def count_params(model, per_layer: bool = False, plan=None):
+@keyword_only("per_layer", "plan")
+def count_params(model, *, per_layer: bool = False, plan=None):
     """Total parameters (trainable and not, gates excluded), or ``{layer path: params}``."""
     graph, masks = _graph_and_masks(model, plan)
     return params_for(graph, masks, per_layer)
@@ -88,7 +91,8 @@ def params_for(graph, masks, per_layer: bool = False):
     return result if per_layer else int(sum(result.values()))
 
 
-def marginal_macs(model, plan=None) -> dict[str, float]:
+@keyword_only("plan")
+def marginal_macs(model, *, plan=None) -> dict[str, float]:
     """MACs saved by removing one more channel of each prunable group, at current widths.
 
     Cost-aware selection (Molchanov's lambda x cost, Theis's beta x delta-cost) needs it after

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from tfchannelprune.core.batches import as_dataset
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
@@ -151,16 +152,17 @@ def _share(part: float, whole: float) -> str:
 
 
 # ---------------------------------------------------------------------- detection
+@keyword_only("tol", "reference")
 def find_dead_channels(
     model,
     data,
-    tol: float = 1e-6,
-    reference=None,
     *,
     loss=None,
+    tol: float = 1e-6,
+    reference=None,
     move_tol: float = 1e-3,
     grad_tol: float = 1e-6,
-    batch_size: int = 64,
+    batch_size: int = 32,
     steps: int | None = None,
     training: bool = False,
 ) -> DeadReport:
@@ -269,13 +271,14 @@ def _plan(groups, base, dead) -> tuple[dict, list]:
 
 
 # ---------------------------------------------------------------------- removal
+@keyword_only("tol")
 def remove_dead_channels(
     model,
     data=None,
-    tol: float = 1e-6,
     *,
+    tol: float = 1e-6,
     report: DeadReport | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     steps: int | None = None,
 ) -> keras.Model:
     """A compact model without the dead channels, their constants folded into the biases of
@@ -287,6 +290,7 @@ def remove_dead_channels(
             ``report``.
         tol: variance threshold.
         report: a ``DeadReport`` of this model (skips the pass over ``data``).
+        batch_size, steps: batching of array data and the most batches read.
 
     Returns:
         A new model without gates. Equal to ``model`` up to float error for Dense and
@@ -301,7 +305,7 @@ def remove_dead_channels(
     gated = gated_model(model, "remove_dead_channels")
     graph = ChannelGraph(gated)
     if report is None:
-        report = find_dead_channels(gated, data, tol, batch_size=batch_size, steps=steps)
+        report = find_dead_channels(gated, data, tol=tol, batch_size=batch_size, steps=steps)
     masks = {**keep_masks(graph, None)}
     for name, kept in report.plan.items():
         masks[name] = _mask(graph.group(name).size, kept)

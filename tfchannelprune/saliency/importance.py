@@ -289,7 +289,9 @@ def _accumulator(context: ScoringContext, signals: list):
     if kept is not None and kept[0] is context.model and kept[1] is context.loss:
         kept[2].reset()
         return kept[2]
-    acc = SaliencyAccumulator(context.model, signals, context.loss, context.training)
+    acc = SaliencyAccumulator(
+        context.model, loss=context.loss, signals=signals, training=context.training
+    )
     if cache is not None:
         cache[key] = (context.model, context.loss, acc)
     return acc

@@ -8,6 +8,8 @@ channels do not count: the numbers are those of the model ``compact`` would retu
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from tfchannelprune.core import rules
@@ -50,7 +52,35 @@ def macs_for(graph, masks, per_layer: bool = False):
         rule = rules.get(fn.op)
         in_w, out_w = _widths(graph, fn, masks)
         result[fn.path] = result.get(fn.path, 0) + int(_macs(rule, fn, in_w, out_w))
+    _warn_uncounted(graph)
     return result if per_layer else int(sum(result.values()))
+
+
+_WARNED: set[tuple[str, str]] = set()  # (class, path) already warned about, once per process
+
+
+def _warn_uncounted(graph) -> None:
+    """Warn once per layer whose cost no rule knows: an unknown layer type or ``keras.ops``
+    operation kept whole (not traced, not shown element-wise) counts 0 MACs."""
+    new = []
+    for fn in graph.flat.nodes:
+        if rules.get(fn.op).known or graph.flat.leaf_traces.get(fn.path, ...) is None:
+            continue  # a rule counts it, or its TensorFlow graph was read as element-wise
+        if fn.path in graph.flat.leaf_traces and not rules.traced_elementwise(
+            graph.flat.leaf_traces[fn.path]
+        ).check(fn):
+            continue  # traced, element-wise: no multiply-accumulates
+        key = (type(fn.op).__name__, fn.path)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            new.append(f"{key[0]} {key[1]!r}")
+    if new:
+        warnings.warn(
+            f"count_macs counts 0 MACs for {', '.join(new)}: no rule knows the cost of this "
+            "layer type (register_rule with a macs() method teaches it). The total leaves it "
+            "out.",
+            stacklevel=3,
+        )
 
 
 def _macs(rule, fn, in_w, out_w) -> int:

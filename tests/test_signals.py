@@ -89,7 +89,7 @@ def kernel(model, name):
 def test_weight_presets_equal_numpy_and_sum_coupled_producers():
     gated = tcp.wrap(zoo.randomize(zoo.resnet_style(), seed=1))
     graph = tcp.ChannelGraph(gated)
-    scores = collect_saliency(gated, None, None, signal=["l1_weight", "l2_weight", "min_weight"])
+    scores = collect_saliency(gated, None, signals=["l1_weight", "l2_weight", "min_weight"])
     for group in graph.prunable_groups:
         l1 = sum(np.abs(kernel(gated, p)).sum(axis=(0, 1, 2)) for p in group.producers)
         l2 = sum(np.sqrt(np.square(kernel(gated, p)).sum(axis=(0, 1, 2))) for p in group.producers)
@@ -126,7 +126,7 @@ def test_scalings(plain):
     ids = ["weight|abs,sum_all|" + s for s in taxonomy.SCALINGS]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = collect_saliency(gated, None, None, signal=ids)
+        out = collect_saliency(gated, None, signals=ids)
     raw = out[ids[0]]
     macs = tcp.marginal_macs(gated)
     params = tcp.count_params(gated)
@@ -245,8 +245,9 @@ def test_consumer_weight_delta_equals_activation_delta(plain):
     weight-gradient path and the activation-gradient path agree (through pooling, the
     global average pooling and the Dense layers of plain_cnn)."""
     gated, (x, y) = plain
-    out = collect_saliency(gated, (x, y), LOSS, signal=["consumer_weight_delta|sum_all|none",
-                                                        "zero_delta|sum_hw,mean_n|none"])  # fmt: skip
+    out = collect_saliency(gated, (x, y), loss=LOSS,
+                           signals=["consumer_weight_delta|sum_all|none",
+                                    "zero_delta|sum_hw,mean_n|none"])  # fmt: skip
     via_weights, via_activations = out.values()
     for group in via_weights:
         np.testing.assert_allclose(via_weights[group], via_activations[group], rtol=1e-4,

@@ -75,6 +75,11 @@ class SaliencyAccumulator:
                 "signal= is one signal; for several accumulated together write signals=[...] "
                 f"(result() is then keyed by signal). Received: signal={signal!r}"
             )
+        if signals is not None and not isinstance(signals, (list, tuple)):
+            raise TypeError(
+                "signals= is a list of signals; for one, write signal=... "
+                f"Received: signals={signals!r}"
+            )
         self._single = signals is None
         entries = [signal] if self._single else list(signals)
         if not entries:

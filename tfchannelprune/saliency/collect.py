@@ -94,7 +94,7 @@ def collect_saliency(
             "write signals=[...], which returns {signal: {group: scores}}. "
             f"Received: signal={signal!r}"
         )
-    if signals is not None and (isinstance(signals, str) or not isinstance(signals, (list, tuple))):
+    if signals is not None and not isinstance(signals, (list, tuple)):
         raise TypeError(
             f"signals= is a list of criteria; for one, write signal=... "
             f"Received: signals={signals!r}"

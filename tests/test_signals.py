@@ -181,7 +181,8 @@ ACTIVATION_FORMULAS = {
 
 def test_activation_signals_equal_numpy(plain):
     gated, (x, y) = plain
-    result = collect_saliency(gated, (x, y), LOSS, signal=list(ACTIVATION_FORMULAS), batch_size=6)
+    result = collect_saliency(gated, (x, y), loss=LOSS, signals=list(ACTIVATION_FORMULAS),
+                              batch_size=6)
     acts = {k: v.reshape(len(x), -1, v.shape[-1]) for k, v in gate_inputs(gated, x).items()}
     for name, formula in ACTIVATION_FORMULAS.items():
         for group, values in result[name].items():
@@ -231,7 +232,7 @@ def test_a_sample_of_enumerated_signals_computes(plain):
     sample = signals.enumerate()[::7]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bn_scale has no value for the Dense group
-        out = collect_saliency(gated, (x, y), LOSS, signal=sample, batch_size=8)
+        out = collect_saliency(gated, (x, y), loss=LOSS, signals=sample, batch_size=8)
     graph = tcp.ChannelGraph(gated)
     sizes = {g.name: g.size for g in graph.prunable_groups}
     assert len(out) == len(sample)

@@ -118,6 +118,31 @@ def _rename(owner, old, new, kwargs) -> dict:
     return kwargs
 
 
+def one_or_several(signal, signals) -> tuple[list, bool]:
+    """``(criteria, one)``: ``signal=`` is ONE criterion (scores ``{group: scores}``),
+    ``signals=`` a list of them (scores keyed by criterion); the caller's keyword decides.
+
+    Raises:
+        TypeError: a list given as ``signal``, or a single value as ``signals``.
+        ValueError: an empty ``signals``.
+    """
+    if isinstance(signal, (list, tuple)):
+        raise TypeError(
+            "signal= is one criterion, scored as {group: scores}; for several in one pass "
+            "write signals=[...], which gives {signal: {group: scores}}. "
+            f"Received: signal={signal!r}"
+        )
+    if signals is None:
+        return [signal], True
+    if not isinstance(signals, (list, tuple)):
+        raise TypeError(
+            f"signals= is a list of criteria; for one, write signal=... Received: signals={signals!r}"
+        )
+    if not signals:
+        raise ValueError("Give at least one signal. Received: signals=[]")
+    return list(signals), False
+
+
 def signal_or_signals(value) -> str:
     """The keyword a former positional signal argument maps to: a list or tuple of criteria
     is ``signals`` (scores keyed by criterion), anything else ``signal``."""

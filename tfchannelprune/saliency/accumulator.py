@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
-from tfchannelprune.core.convention import keyword_only, signal_or_signals
+from tfchannelprune.core.convention import keyword_only, one_or_several, signal_or_signals
 from tfchannelprune.core.gate import is_wrapped, record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import wrap
@@ -70,20 +70,7 @@ class SaliencyAccumulator:
         training: bool = False,
         _copy_ok=False,
     ):
-        if isinstance(signal, (list, tuple)):
-            raise TypeError(
-                "signal= is one signal; for several accumulated together write signals=[...] "
-                f"(result() is then keyed by signal). Received: signal={signal!r}"
-            )
-        if signals is not None and not isinstance(signals, (list, tuple)):
-            raise TypeError(
-                "signals= is a list of signals; for one, write signal=... "
-                f"Received: signals={signals!r}"
-            )
-        self._single = signals is None
-        entries = [signal] if self._single else list(signals)
-        if not entries:
-            raise ValueError("Give at least one signal. Received: signals=[]")
+        entries, self._single = one_or_several(signal, signals)
         self.signals = [signals_lib.get(s) for s in entries]
         self.keys = [
             e if isinstance(e, str) else s.id for e, s in zip(entries, self.signals, strict=True)

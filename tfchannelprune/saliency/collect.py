@@ -1,6 +1,6 @@
 """GradientTape passes over data that feed the saliency signals.
 
-``collect_saliency(model, data, loss, signal)`` runs one forward/backward pass per batch and
+``collect_saliency(model, data, loss=..., signal=...)`` runs one forward/backward pass per batch and
 returns {group: scores} (LOWER = prune first); ``SaliencyAccumulator`` (re-exported here) is the
 same machinery as an object a ``model.fit`` callback feeds with ``update(x, y)``;
 ``oracle_loss_change`` measures the true loss change of switching each channel off.
@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfchannelprune.core.batches import as_dataset
-from tfchannelprune.core.convention import keyword_only, signal_or_signals
+from tfchannelprune.core.convention import keyword_only, one_or_several, signal_or_signals
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import gated_model
 from tfchannelprune.saliency import registry
@@ -88,29 +88,14 @@ def collect_saliency(
         >>> scores = collect_saliency(model, (x, y), loss="sparse_categorical_crossentropy")
         >>> both = collect_saliency(model, (x, y), loss=loss, signals=["taylor", "fisher"])
     """
-    if isinstance(signal, (list, tuple)):
-        raise TypeError(
-            "signal= is one criterion, scored as {group: scores}; for several in one pass "
-            "write signals=[...], which returns {signal: {group: scores}}. "
-            f"Received: signal={signal!r}"
-        )
-    if signals is not None and not isinstance(signals, (list, tuple)):
-        raise TypeError(
-            f"signals= is a list of criteria; for one, write signal=... "
-            f"Received: signals={signals!r}"
-        )
-    entries = [signal] if signals is None else list(signals)
-    if not entries:
-        raise ValueError("Give at least one signal. Received: signals=[]")
+    entries, one = one_or_several(signal, signals)
     importances = [registry.get(e) for e in entries]
     keys = [e if isinstance(e, str) else imp.name for e, imp in zip(entries, importances)]
     context = scoring_context(
         model, data, loss, steps=steps, batch_size=batch_size, training=training
     )
     results = score_all(context, importances)
-    if signals is None:
-        return results[0]
-    return dict(zip(keys, results, strict=True))
+    return results[0] if one else dict(zip(keys, results, strict=True))
 
 
 def score_all(context, importances) -> list[dict[str, np.ndarray]]:

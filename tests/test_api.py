@@ -181,6 +181,11 @@ def test_library_entry_points_accept_their_former_spellings():
         pruning = tcp.ChannelPruning(None, None, "l1_weight", target_macs=0.5,
                                      calibration_steps=3)  # fmt: skip
     assert pruning.steps == 3 and pruning.signal == "l1_weight"
+    with pytest.warns(DeprecationWarning, match="from_paper.*loss="):
+        paper = tcp.ChannelPruning.from_paper("theis2018", None, "mse", target_macs=0.5)
+    assert paper.loss == "mse" and paper.signal == "fisher"
+    with pytest.raises(TypeError, match="takes 2 positional"):
+        tcp.ChannelPruning.from_paper("theis2018", None, "mse", "extra", target_macs=0.5)
     with pytest.warns(DeprecationWarning):
         monitor = tcp.DeadChannelMonitor(1e-3)
     assert monitor.tol == 1e-3 and monitor.verbose == DEFAULTS["verbose"]

@@ -51,13 +51,15 @@ def keyword_only(
 
     def decorate(fn: Callable) -> Callable:
         signature = inspect.signature(fn)
-        allowed = sum(p.kind in _POSITIONAL for p in signature.parameters.values())
+        positional = [p.name for p in signature.parameters.values() if p.kind in _POSITIONAL]
+        allowed = len(positional)
+        bound = 1 if positional[:1] in (["self"], ["cls"]) else 0  # not a user argument
         owner = fn.__qualname__.replace(".__init__", "")
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             if len(args) > allowed:
-                kwargs = _map_positional(owner, args[allowed:], legacy, kwargs, allowed)
+                kwargs = _map_positional(owner, args[allowed:], legacy, kwargs, allowed - bound)
                 args = args[:allowed]
             for old, new in renamed.items():
                 if old in kwargs:
@@ -75,8 +77,7 @@ def keyword_only(
     return decorate
 
 
-def _map_positional(owner, extra, legacy, kwargs, allowed) -> dict:
-    first = allowed - 1 if owner[:1].isupper() else allowed  # `self` is not a user argument
+def _map_positional(owner, extra, legacy, kwargs, first) -> dict:
     if len(extra) > len(legacy):
         names = [n for n in legacy if isinstance(n, str)]
         raise TypeError(

@@ -98,7 +98,7 @@ def part_a(trained, data):
             "per_position": gate_input_means(gated, cal[0], per_position=True),
         }
         for signal in SIGNALS:
-            scores = collect_saliency(gated, cal, LOSS, signal)
+            scores = collect_saliency(gated, cal, loss=LOSS, signal=signal)
             for level in MAC_LEVELS:
                 models = prune_three_ways(gated, scores, means, level)
                 row = {"seed": seed, "signal": signal, "macs_target": level, "baseline": base,
@@ -122,7 +122,7 @@ def part_a_single(gated, data, share=0.6):
              "per_position": gate_input_means(gated, cal[0], per_position=True)}  # fmt: skip
     rows = []
     for signal in SIGNALS:
-        scores = collect_saliency(gated, cal, LOSS, signal)
+        scores = collect_saliency(gated, cal, loss=LOSS, signal=signal)
         for group in graph.prunable_groups:
             kept = np.sort(np.argsort(-scores[group.name])[: group.size - int(share * group.size)])
             masks = {group.name: np.isin(np.arange(group.size), kept)}
@@ -163,7 +163,7 @@ def part_b(gated, monitor, data, rounds=5, final_epochs=3, fold=True):
         gated_r = tcp.wrap(current)
         graph = tcp.ChannelGraph(gated_r)
         target = (1 - 0.8 * r / rounds) * base_params
-        scores = collect_saliency(gated_r, cal, LOSS, "abs_mrs")
+        scores = collect_saliency(gated_r, cal, loss=LOSS, signal="abs_mrs")
         masks = select.select_channels(
             graph, scores, {}, select.SelectionConfig(), target_params=target
         )
@@ -247,7 +247,7 @@ def monitor_cost(data, epochs=3, repeats=3):
     for _ in range(repeats):
         for name in times:
             clock = []
-            callbacks = [EpochClock(clock)] + ([DeadChannelMonitor()] if name == "with" else [])
+            callbacks = [EpochClock(clock)] + ([DeadChannelMonitor(verbose=0)] if name == "with" else [])
             gated.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0,
                       callbacks=callbacks)  # fmt: skip
             times[name] += clock[1:]
@@ -356,7 +356,7 @@ def main() -> None:
     start = time.perf_counter()
     data = load_mnist_subset(seed=0)
     seeds = list(range(args.seeds))
-    monitor = DeadChannelMonitor()  # records dead channels while seed 0 trains
+    monitor = DeadChannelMonitor(verbose=0)  # records dead channels while seed 0 trains
     trained = {s: train(s, data, args.epochs, monitor if s == 0 else None) for s in seeds}
     print(f"trained {len(seeds)} models in {time.perf_counter() - start:.0f} s")
     rows = part_a(trained, data)

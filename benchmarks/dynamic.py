@@ -95,7 +95,7 @@ def step_times(build, args, x, y) -> dict:
     keras.utils.set_random_seed(args.seed)
     dense = compile_classifier(build())
     dynamic = compile_classifier(build())
-    dyn = DynamicChannelExecution(args.active_fraction, seed=args.seed)
+    dyn = DynamicChannelExecution(active_fraction=args.active_fraction, seed=args.seed)
     dyn.set_model(dynamic)
     dyn.on_train_begin()  # installs the dynamic train step, as fit() does
     for _ in range(3):  # tracing
@@ -120,7 +120,8 @@ def run_dynamic(build, args, data, coef, dense_stats) -> list[dict]:
     x, y, xt, yt = data
     keras.utils.set_random_seed(args.seed)
     model = compile_classifier(build())
-    dyn = DynamicChannelExecution(args.active_fraction, exploration_coef=coef, seed=args.seed)
+    dyn = DynamicChannelExecution(active_fraction=args.active_fraction, exploration_coef=coef,
+                                  seed=args.seed)  # fmt: skip
     start = time.perf_counter()
     model.fit(
         x, y, batch_size=args.batch_size, epochs=args.dynamic_epochs, callbacks=[dyn], verbose=0

@@ -155,7 +155,7 @@ def check_oracle(model, x, y, oracle: dict, sample: dict) -> float:
     """Largest |independent - library| oracle difference on two maps of three layers."""
     groups = list(sample)[:: max(1, len(sample) // 3)][:3]
     picked = {g: sample[g][:2] for g in groups}
-    library = oracle_loss_change(model, (x, y), LOSS, channels=picked)
+    library = oracle_loss_change(model, (x, y), loss=LOSS, batch_size=256, channels=picked)
     return max(float(np.max(np.abs(np.abs(library[g][picked[g]]) - oracle[g][:2])))
                for g in groups)  # fmt: skip
 
@@ -197,7 +197,7 @@ def greedy_curve(model, data, criterion: str, cfg) -> list[dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = tcp.prune(
-            start, (x_train[calibration], y_train[calibration]), LOSS,
+            start, (x_train[calibration], y_train[calibration]), loss=LOSS,
             target_macs=cfg["target_macs"], rounds=cfg["rounds"], signal=CRITERIA[criterion],
             fine_tune_data=stream, optimizer=fine_tuning_optimizer(),
             metrics=["accuracy"], validation_data=test, verbose=0,
@@ -336,8 +336,8 @@ def main() -> None:
     x_o, y_o = x_train[: cfg["oracle_images"]], y_train[: cfg["oracle_images"]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        raw = tcp.collect_saliency(model, (x_o, y_o), LOSS, list(CRITERIA.values()),
-                                   batch_size=32)  # fmt: skip
+        raw = tcp.collect_saliency(model, (x_o, y_o), loss=LOSS,
+                                   signals=list(CRITERIA.values()), batch_size=32)  # fmt: skip
     scores = {name: raw[preset] for name, preset in CRITERIA.items()}
     lap("criteria")
     oracle = independent_oracle(model, x_o, y_o, sample)

@@ -32,7 +32,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model.fit(x, y, epochs=1, batch_size=64, verbose=0)
     dense_epoch = time.perf_counter() - t0
-    result = tcp.prune(model, (x[:256], y[:256]), model.loss, target_macs=0.25, rounds=4,
+    result = tcp.prune(model, (x[:256], y[:256]), loss=model.loss, target_macs=0.25, rounds=4,
                        signal="l1_weight", optimizer=model.optimizer, fine_tune_data=(x, y),
                        fine_tune_epochs=1, fit_kwargs={"batch_size": 64}, verbose=0,
                        metrics=["accuracy"])  # fmt: skip

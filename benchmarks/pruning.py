@@ -37,7 +37,8 @@ def prune_run(base, signal, data, args, seed):
     out = {}
     for target in (0.5, 0.25):
         pruning = tcp.ChannelPruning(
-            (x_train[calibration], y_train[calibration]), LOSS, signal, target_macs=target,
+            (x_train[calibration], y_train[calibration]), loss=LOSS, signal=signal,
+            target_macs=target,
             schedule="polynomial", num_events=args.events, verbose=0,
         )  # fmt: skip
         gated.fit(x_train, y_train, epochs=args.fine_tune_epochs, batch_size=64, verbose=0,

@@ -171,7 +171,8 @@ def step_ratios(model, x, y) -> dict:
         warnings.simplefilter("ignore")
         for key, sigs in [("taylor", "taylor"), ("all presets", list(signals.PRESETS)),
                           ("all enumerated", signals.enumerate())]:  # fmt: skip
-            acc = SaliencyAccumulator(gated, sigs, LOSS)
+            acc = SaliencyAccumulator(gated, loss=LOSS, signals=[sigs] if isinstance(sigs, str)
+                                      else list(sigs))  # fmt: skip
             fns[key] = lambda acc=acc: acc.update(x, y)
         medians = interleaved_medians(fns)
     out = {"batch": int(len(y)), "train_step_s": medians.pop("train")}
@@ -347,10 +348,10 @@ def run_seed(seed: int, epochs: int, ids: list[str]) -> dict:
     gated = tcp.wrap(model)
     calib = (x_train[:CALIBRATION], y_train[:CALIBRATION])
     accuracy = accuracy_fn(gated, x_test, y_test)
-    oracle = oracle_loss_change(gated, calib, LOSS)
+    oracle = oracle_loss_change(gated, calib, loss=LOSS, batch_size=256)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bn_scale: no value for groups without BatchNorm
-        scores = collect_saliency(gated, calib, LOSS, signal=ids, batch_size=100)
+        scores = collect_saliency(gated, calib, loss=LOSS, signals=ids, batch_size=100)
     run = {"model": model, "gated": gated, "graph": tcp.ChannelGraph(gated), "scores": scores,
            "accuracy": accuracy, "base_accuracy": accuracy(), "oracle": oracle,
            "ranking": rank_against_oracle(scores, oracle), "data": (x_train, y_train)}  # fmt: skip

@@ -188,7 +188,8 @@ def export(model, dtype, path) -> bool:
     data = np.random.default_rng(0).standard_normal((32, *model.inputs[0].shape[1:]), "float32")
     calibrate_batchnorm(model, data)
     quantize = "int8" if dtype == "int8" else None
-    report = export_tflite(model, path, quantize, representative_data=data if quantize else None)
+    report = export_tflite(model, path, quantize=quantize,
+                           representative_data=data if quantize else None)  # fmt: skip
     return report.parity_ok
 
 
@@ -231,7 +232,7 @@ def run(builders, dtypes, runs, repeats) -> list[dict]:
                     )
                 )
             for _, row in itertools.product(range(repeats), rows[start:]):
-                ms = benchmark_tflite(row["path"], 1, runs, 5).median_ms
+                ms = benchmark_tflite(row["path"], num_threads=1, runs=runs, warmup=5).median_ms
                 row["latency_ms"] = min(row["latency_ms"], ms)
             for row in rows[start:]:
                 print(

@@ -29,8 +29,8 @@ def main(argv=None):
     gated = compile_classifier(tcp.wrap(model), learning_rate=5e-4)
     pruning = tcp.ChannelPruning(
         (x_train[:512], y_train[:512]),  # calibration batches for the signal
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        args.signal,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        signal=args.signal,
         target_macs=args.target,
         schedule="polynomial",  # reach the target over 3 pruning events
         num_events=3,

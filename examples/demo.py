@@ -62,7 +62,7 @@ def run(build, signal, data, args, curve):
     curve.append((base.name, signal, 1.0, float(base.evaluate(x_test, y_test, verbose=0)[1])))
     for target in (0.5, 0.25):
         pruning = tcp.ChannelPruning(
-            calibration, loss, signal, target_macs=target, schedule="polynomial",
+            calibration, loss=loss, signal=signal, target_macs=target, schedule="polynomial",
             num_events=2, prune_every=1, verbose=0,
         )  # fmt: skip
         gated.fit(x_train, y_train, epochs=args.fine_tune_epochs, batch_size=64, verbose=0,

@@ -70,7 +70,7 @@ def main(argv=None):
     loss = keras.losses.KLDivergence()
     gated.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
     pruning = tcp.ChannelPruning(
-        (x_train[:256], p_train[:256]), loss, "taylor", target_macs=args.target,
+        (x_train[:256], p_train[:256]), loss=loss, signal="taylor", target_macs=args.target,
         schedule="polynomial", num_events=2 if args.quick else 3, verbose=1,
     )  # fmt: skip
     epochs = 3 if args.quick else args.epochs

@@ -28,7 +28,7 @@ def main(argv=None):
     model.fit(x_train, y_train, epochs=3, batch_size=64, verbose=0)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     result = tcp.prune(
-        model, (x_train[:512], y_train[:512]), loss, target_macs=args.target,
+        model, (x_train[:512], y_train[:512]), loss=loss, target_macs=args.target,
         rounds=args.rounds, signal=args.signal, fine_tune_data=(x_train, y_train),
         fine_tune_epochs=1, optimizer=keras.optimizers.Adam(5e-4), metrics=["accuracy"],
         validation_data=(x_test, y_test), beta="auto",  # Theis: saliency per MAC saved

@@ -72,7 +72,7 @@ def assert_scores_close(a, b, rtol=1e-5, atol=1e-9):
 
 def test_taylor_and_fisher_equal_per_example_computation(resnet):
     gated, (x, y) = resnet
-    result = collect_saliency(gated, (x, y), LOSS, signal=["taylor", "fisher"], batch_size=8)
+    result = collect_saliency(gated, (x, y), loss=LOSS, signals=["taylor", "fisher"], batch_size=8)
     taylor, fisher = independent_taylor_fisher(gated, x, y)
     assert_scores_close(result["taylor"], taylor)
     assert_scores_close(result["fisher"], fisher)
@@ -86,7 +86,7 @@ def test_taylor_and_fisher_equal_per_example_computation(resnet):
 def test_taylor_and_fisher_on_concat_repeats_and_nesting(name):
     gated = tcp.wrap(zoo.randomize(zoo.ZOO[name](), seed=3))
     x, y = data_for(gated, n=12)
-    result = collect_saliency(gated, (x, y), LOSS, signal=["taylor", "fisher"], batch_size=6)
+    result = collect_saliency(gated, (x, y), loss=LOSS, signals=["taylor", "fisher"], batch_size=6)
     taylor, fisher = independent_taylor_fisher(gated, x, y)
     assert_scores_close(result["taylor"], taylor)
     assert_scores_close(result["fisher"], fisher)
@@ -98,8 +98,8 @@ def test_batch_size_does_not_change_signals():
     names = ["taylor", "fisher", "apoz", "activation_std", "abs_mrs", "mrs",
              "zero_delta|mean_n,abs,mean_hw|none", "gradient|max_hw,var_n|l2_group",
              "weight_delta|abs,sum_all|macs", "activation|square,max_nhw|weights"]  # fmt: skip
-    small = collect_saliency(gated, (x, y), LOSS, signal=names, batch_size=8)
-    large = collect_saliency(gated, (x, y), LOSS, signal=names, batch_size=64)
+    small = collect_saliency(gated, (x, y), loss=LOSS, signals=names, batch_size=8)
+    large = collect_saliency(gated, (x, y), loss=LOSS, signals=names, batch_size=64)
     for name in names:
         assert_scores_close(small[name], large[name], rtol=1e-5, atol=1e-10)
 
@@ -270,14 +270,14 @@ MIRRORED = textwrap.dedent(
     weights = model.get_weights()
     x = zoo.sample_input(model, batch=20)
     y = np.random.default_rng(0).integers(0, 5, 20)
-    single = collect_saliency(model, (x, y), loss, signal=names, batch_size=8)
+    single = collect_saliency(model, (x, y), loss=loss, signals=names, batch_size=8)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         mirrored = zoo.resnet_style()
         mirrored.set_weights(weights)
         gated = tcp.wrap(mirrored)
-    dist = collect_saliency(gated, (x, y), loss, signal=names, batch_size=8)
+    dist = collect_saliency(gated, (x, y), loss=loss, signals=names, batch_size=8)
     acc = SaliencyAccumulator(gated, names, loss)
     assert acc.strategy.num_replicas_in_sync == 2
     acc.update_means(x)

@@ -96,7 +96,7 @@ def test_bad_data_is_a_clear_error():
 
 
 READERS = {
-    "collect_saliency": lambda m, d: tcp.collect_saliency(m, d, LOSS, signal=["taylor", "fisher"]),
+    "collect_saliency": lambda m, d: tcp.collect_saliency(m, d, loss=LOSS, signals=["taylor", "fisher"]),
     "find_dead_channels": lambda m, d: tcp.find_dead_channels(m, d).to_dict()["groups"],
     "gate_input_means": lambda m, d: tcp.gate_input_means(m, d),
 }

@@ -1,6 +1,7 @@
 """MACs and params per layer, and the marginal MACs of one channel of a group."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -95,3 +96,35 @@ def test_report_cli_with_dead_channels(tmp_path, capsys):
     assert report["dead"]["dead_channels"] >= 1
     assert groups[first_conv.name]["macs_saved"] > 0
     assert report["macs"] == tcp.count_macs(model)
+
+
+class _OpaqueMix(keras.layers.Layer):
+    """Mixes channels with a raw TensorFlow op: cannot be traced, no rule knows its cost."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], 4), name="w")
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.linalg.matmul(x, self.w)
+
+
+def test_count_macs_warns_once_naming_a_layer_it_cannot_cost():
+    inp = keras.Input((6, 6, 3))
+    x = L.Conv2D(8, 3, name="conv")(inp)  # 4*4*9*3*8 = 3456
+    x = _OpaqueMix(name="opaque_mix_for_cost_test")(x)
+    out = keras.ops.matmul(L.GlobalAveragePooling2D()(x), np.ones((4, 2), "float32"))
+    model = keras.Model(inp, out)
+    with pytest.warns(UserWarning, match=r"0 MACs for _OpaqueMix 'opaque_mix_for_cost_test'") as w:
+        assert tcp.count_macs(model) == 3456  # the layer is left out, and the warning says so
+    assert "Matmul" in str(w[0].message)  # a keras.ops operation without a rule, named too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tcp.count_macs(model) == 3456  # once: the same layers do not warn again
+    # known layers never warn
+    plain = keras.Sequential([keras.Input((6, 6, 3)), L.Conv2D(4, 3), L.BatchNormalization(),
+                              L.ReLU(), L.GlobalAveragePooling2D(), L.Dense(2)])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tcp.count_macs(plain)

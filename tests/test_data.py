@@ -8,7 +8,14 @@ import pytest
 
 from tfchannelprune.datasets.digits import load_mnist_subset, load_tfds
 
-tfds = pytest.importorskip("tensorflow_datasets")
+
+@pytest.fixture
+def tfds():
+    """tensorflow-datasets is in the [test] extra: its absence is an error, not a skip (and
+    only the tests that mock it need it)."""
+    import tensorflow_datasets
+
+    return tensorflow_datasets
 
 
 def test_mnist_subset_is_real_and_shuffled():
@@ -21,7 +28,7 @@ def test_mnist_subset_is_real_and_shuffled():
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "oxford_flowers102", "caltech_birds2011"])
-def test_load_tfds_mocked(name):
+def test_load_tfds_mocked(name, tfds):
     with tfds.testing.mock_data(num_examples=12):
         (x_train, y_train), (x_test, y_test) = load_tfds(name, image_size=16)
     assert x_train.shape[1:] == (16, 16, x_train.shape[-1]) and len(x_train) == len(y_train)
@@ -29,7 +36,7 @@ def test_load_tfds_mocked(name):
     assert len(x_test) > 0 and y_test.dtype == np.int64
 
 
-def test_demo_runs_on_a_mocked_tfds_dataset(tmp_path):
+def test_demo_runs_on_a_mocked_tfds_dataset(tmp_path, tfds):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
     import demo
 

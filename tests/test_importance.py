@@ -42,7 +42,7 @@ def test_importance_object_and_function_in_collect_saliency(resnet):
     def by_index(context):
         return {g.name: np.arange(g.size, dtype=float) for g in context.groups}
 
-    both = tcp.collect_saliency(gated, None, None, signal=[KernelMax(), by_index])
+    both = tcp.collect_saliency(gated, None, signals=[KernelMax(), by_index])
     assert set(both) == {"kernel_max", "by_index"}
     last = graph.prunable_groups[-1]
     np.testing.assert_array_equal(both["by_index"][last.name], np.arange(last.size))
@@ -221,4 +221,4 @@ def test_accumulated_importance_is_fed_the_batches(resnet):
 def test_gradient_criteria_without_a_loss_are_a_clear_error(resnet):
     gated, (x, y) = resnet
     with pytest.raises(ValueError, match=r"need gradients of a loss.*loss=None"):
-        tcp.collect_saliency(gated, (x, y), None, signal=["l1_weight", "taylor"])
+        tcp.collect_saliency(gated, (x, y), signals=["l1_weight", "taylor"])

@@ -89,7 +89,7 @@ def kernel(model, name):
 def test_weight_presets_equal_numpy_and_sum_coupled_producers():
     gated = tcp.wrap(zoo.randomize(zoo.resnet_style(), seed=1))
     graph = tcp.ChannelGraph(gated)
-    scores = collect_saliency(gated, None, None, signal=["l1_weight", "l2_weight", "min_weight"])
+    scores = collect_saliency(gated, None, signals=["l1_weight", "l2_weight", "min_weight"])
     for group in graph.prunable_groups:
         l1 = sum(np.abs(kernel(gated, p)).sum(axis=(0, 1, 2)) for p in group.producers)
         l2 = sum(np.sqrt(np.square(kernel(gated, p)).sum(axis=(0, 1, 2))) for p in group.producers)
@@ -126,7 +126,7 @@ def test_scalings(plain):
     ids = ["weight|abs,sum_all|" + s for s in taxonomy.SCALINGS]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = collect_saliency(gated, None, None, signal=ids)
+        out = collect_saliency(gated, None, signals=ids)
     raw = out[ids[0]]
     macs = tcp.marginal_macs(gated)
     params = tcp.count_params(gated)
@@ -181,7 +181,8 @@ ACTIVATION_FORMULAS = {
 
 def test_activation_signals_equal_numpy(plain):
     gated, (x, y) = plain
-    result = collect_saliency(gated, (x, y), LOSS, signal=list(ACTIVATION_FORMULAS), batch_size=6)
+    result = collect_saliency(gated, (x, y), loss=LOSS, signals=list(ACTIVATION_FORMULAS),
+                              batch_size=6)
     acts = {k: v.reshape(len(x), -1, v.shape[-1]) for k, v in gate_inputs(gated, x).items()}
     for name, formula in ACTIVATION_FORMULAS.items():
         for group, values in result[name].items():
@@ -231,7 +232,7 @@ def test_a_sample_of_enumerated_signals_computes(plain):
     sample = signals.enumerate()[::7]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bn_scale has no value for the Dense group
-        out = collect_saliency(gated, (x, y), LOSS, signal=sample, batch_size=8)
+        out = collect_saliency(gated, (x, y), loss=LOSS, signals=sample, batch_size=8)
     graph = tcp.ChannelGraph(gated)
     sizes = {g.name: g.size for g in graph.prunable_groups}
     assert len(out) == len(sample)
@@ -245,8 +246,9 @@ def test_consumer_weight_delta_equals_activation_delta(plain):
     weight-gradient path and the activation-gradient path agree (through pooling, the
     global average pooling and the Dense layers of plain_cnn)."""
     gated, (x, y) = plain
-    out = collect_saliency(gated, (x, y), LOSS, signal=["consumer_weight_delta|sum_all|none",
-                                                        "zero_delta|sum_hw,mean_n|none"])  # fmt: skip
+    out = collect_saliency(gated, (x, y), loss=LOSS,
+                           signals=["consumer_weight_delta|sum_all|none",
+                                    "zero_delta|sum_hw,mean_n|none"])  # fmt: skip
     via_weights, via_activations = out.values()
     for group in via_weights:
         np.testing.assert_allclose(via_weights[group], via_activations[group], rtol=1e-4,

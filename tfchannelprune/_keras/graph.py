@@ -51,8 +51,9 @@ def check_backend() -> None:
         )
 
 
-def functional_view(model) -> keras.Model:
-    """The Functional graph of a Functional or Sequential Keras 3 model, or a clear error."""
+def functional_view(model, input_shape=None) -> keras.Model:
+    """The Functional graph of a Keras 3 model (a subclassed one traced, on ``input_shape``
+    when given: one example's shape, no batch axis), or a clear error."""
     check_backend()
     if not isinstance(model, keras.Model):
         module = type(model).__module__
@@ -80,10 +81,16 @@ def functional_view(model) -> keras.Model:
                 "input shape (keras.Input as first layer) or call it on data first. "
                 f"Received: model={model.name!r}"
             )
+        _check_input_shape(functional, input_shape)
         return functional
     if not _is_functional(model):
         try:
-            return trace.trace_model(model)
+            return trace.trace_model(model, input_shape)
+        except trace.InputShapeError as e:
+            raise UnsupportedModelError(
+                "Channel pruning traces a subclassed model's call() on its input shape, and "
+                f"{e}. Received: model of class {type(model).__name__}"
+            ) from None
         except trace.TraceError as e:
             raise UnsupportedModelError(
                 "Channel pruning needs the model's layer graph; for a subclassed model it is "
@@ -91,7 +98,21 @@ def functional_view(model) -> keras.Model:
                 "Keras layers and keras.ops, or use the functional API. "
                 f"Received: model of class {type(model).__name__}"
             ) from None
+    _check_input_shape(model, input_shape)
     return model
+
+
+def _check_input_shape(functional, input_shape) -> None:
+    """``input_shape`` is for models without a graph of their own; a Functional model has one."""
+    if input_shape is None:
+        return
+    own = [tuple(t.shape)[1:] for t in functional.inputs]
+    if own != [tuple(input_shape)]:
+        raise ValueError(
+            f"input_shape= is used to trace a subclassed model; model {functional.name!r} has "
+            f"its own input shape(s) {own}. Leave input_shape out. "
+            f"Received: input_shape={tuple(input_shape)}"
+        )
 
 
 def _is_functional(model) -> bool:
@@ -122,16 +143,21 @@ def _shape(t) -> tuple:
     return tuple(t.shape)
 
 
-def flatten_graph(model, expand: Callable[[Any], bool] | None = None) -> FlatGraph:
+def flatten_graph(
+    model, expand: Callable[[Any], bool] | None = None, input_shape=None
+) -> FlatGraph:
     """Inline nested models and list every leaf call in topological order.
 
     ``expand(layer)`` says whether a layer without a channel rule should be traced (its
     ``call`` replayed on symbolic inputs) and inlined like a nested model; nested subclassed
     models are always traced. Shapes are those seen from the outermost model (a nested model
-    built on ``(None, None, 3)`` gets the outer call's sizes).
+    built on ``(None, None, 3)`` gets the outer call's sizes). ``input_shape``: see
+    ``functional_view``.
     """
-    functional = functional_view(model)
+    functional = functional_view(model, input_shape)
     flat = FlatGraph([], [id(t) for t in functional.inputs], [], [], {}, {})
+    if functional is not model and not isinstance(model, keras.Sequential):
+        flat.traced[id(model)] = functional  # a traced subclassed model: rebuilt from this
     alias: dict[int, int] = {}
 
     def canon(t) -> int:

@@ -31,6 +31,10 @@ class TraceError(Exception):
     """A layer's ``call`` could not be expressed as Keras layers and ``keras.ops``."""
 
 
+class InputShapeError(TraceError):
+    """A subclassed model's input shape is not known, so its ``call`` cannot be traced."""
+
+
 def _is_symbolic(x) -> bool:
     return isinstance(x, keras.KerasTensor)
 
@@ -132,22 +136,85 @@ def call_inputs(args, kwargs):
     return args[0] if len(args) == 1 and not kwarg_tensors else tensors
 
 
-def trace_model(model) -> keras.Model:
-    """The Functional graph of a built subclassed model, traced from its build shapes."""
-    shapes = getattr(model, "_build_shapes_dict", None)
-    if not model.built or not shapes:
-        raise TraceError(
-            "it is not built; call it on a batch of data (or build it) before pruning"
-        )
+def trace_model(model, input_shape=None) -> keras.Model:
+    """The Functional graph of a subclassed model, traced from its build shapes.
+
+    Args:
+        model: a subclassed ``keras.Model``.
+        input_shape: the shape of one input example (no batch axis), e.g. ``(None, None, 3)``;
+            when given, the model is traced on it. Otherwise the shapes the model was built
+            with are used, and when it was built without any (``model.build()`` with no shape,
+            or sub-layers built one by one), the input is ``(None, ..., None, C)`` with the
+            rank and channel count ``C`` read from its first layer's weights.
+
+    Raises:
+        TraceError: when no input shape is known and none can be read, or the trace fails.
+    """
+    if input_shape is not None:
+        dtype = getattr(model, "input_dtype", None) or "float32"
+        spec = keras.KerasTensor((None, *tuple(input_shape)), dtype)
+        return trace_layer(model, [spec], {}, shapes=[spec.shape])
     cached = _CACHE.get(model)
     if cached is not None and not isinstance(cached[1], TraceError):
         return cached[1]
+    shapes = getattr(model, "_build_shapes_dict", None)
     dtype = getattr(model, "input_dtype", None) or "float32"
-    specs = [
-        tree.map_shape_structure(lambda s: keras.KerasTensor((None, *tuple(s)[1:]), dtype), shape)
-        for shape in shapes.values()
-    ]
-    return trace_layer(model, specs, {})
+    if shapes and all(_known_shape(s) for s in shapes.values()):
+        specs = [
+            tree.map_shape_structure(
+                lambda s: keras.KerasTensor((None, *tuple(s)[1:]), dtype), shape
+            )
+            for shape in shapes.values()
+        ]
+        return trace_layer(model, specs, {})
+    shape, source = first_layer_input(model)
+    if shape is None:
+        state = "it is built but recorded no input shape" if model.built else "it is not built"
+        raise InputShapeError(
+            f"{state} and the channel count of its input could not be read from its first "
+            "layer's weights; call it on a batch of data, build it with "
+            "model.build((None, ..., channels)), or pass input_shape= (one example's shape, "
+            "e.g. (None, None, 3)) to wrap / ChannelGraph"
+        )
+    try:
+        return trace_layer(model, [keras.KerasTensor(shape, dtype)], {})
+    except TraceError as e:
+        raise InputShapeError(
+            f"it was built without an input shape, so it was traced on {shape} (the channel "
+            f"count of layer {source!r}), and {e}; pass input_shape= to wrap / ChannelGraph"
+        ) from None
+
+
+def _known_shape(shape) -> bool:
+    """Whether a recorded build shape is a shape (or a structure of shapes)."""
+    try:
+        return bool(tree.flatten(tree.map_shape_structure(lambda s: True, shape)))
+    except Exception:  # noqa: BLE001 - None or something that is not a shape
+        return False
+
+
+def first_layer_input(model) -> tuple[tuple | None, str | None]:
+    """``((None, ..., None, C), layer name)`` for a model built without an input shape: the
+    rank and input channels of its first sub-layer with a kernel (in attribute order; a wrong
+    guess fails the trace, as built layers check their input), or ``(None, None)``."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if sublayers(layer) or not layer.built:
+            continue
+        recorded = getattr(layer, "_build_shapes_dict", None) or {}
+        shape = next(iter(recorded.values()), None)
+        if isinstance(shape, (tuple, list)) and shape and isinstance(shape[-1], int):
+            return (None, *tuple(shape)[1:]), layer.name
+        kernel = getattr(layer, "kernel", None) or getattr(layer, "depthwise_kernel", None)
+        if kernel is None:
+            continue
+        rank = len(kernel.shape)
+        channels = int(kernel.shape[-2]) * int(getattr(layer, "groups", 1) or 1)
+        if isinstance(layer, keras.layers.Dense):
+            return (None, int(kernel.shape[0])), layer.name
+        if "Transpose" in type(layer).__name__:
+            channels = int(kernel.shape[-1])
+        return (None,) * (rank - 1) + (channels,), layer.name
+    return None, None
 
 
 _ELEMENTWISE_TF_OPS = {

@@ -49,7 +49,8 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_bench(args: argparse.Namespace) -> int:
     if len(args.paths) > 2:
         raise ValueError(f"bench takes one or two .tflite files. Received: paths={args.paths}")
-    reports = [benchmark_tflite(p, args.threads, args.runs, args.warmup) for p in args.paths]
+    reports = [benchmark_tflite(p, num_threads=args.threads, runs=args.runs, warmup=args.warmup)
+               for p in args.paths]
     for report in reports:
         print(report.summary())
     if len(reports) == 2:

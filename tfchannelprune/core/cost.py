@@ -8,9 +8,12 @@ channels do not count: the numbers are those of the model ``compact`` would retu
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from tfchannelprune.core import rules
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import keep_masks
@@ -28,7 +31,8 @@ def _widths(graph, fn, masks) -> tuple[int, int]:
     return len(in_keep), len(out_keep)
 
 
-def count_macs(model, per_layer: bool = False, plan=None):
+@keyword_only("per_layer", "plan")
+def count_macs(model, *, per_layer: bool = False, plan=None):
     """Total MACs of ``model`` (or ``{layer path: MACs}`` with ``per_layer=True``).
 
     Args:
@@ -48,7 +52,35 @@ def macs_for(graph, masks, per_layer: bool = False):
         rule = rules.get(fn.op)
         in_w, out_w = _widths(graph, fn, masks)
         result[fn.path] = result.get(fn.path, 0) + int(_macs(rule, fn, in_w, out_w))
+    _warn_uncounted(graph)
     return result if per_layer else int(sum(result.values()))
+
+
+_WARNED: set[tuple[str, str]] = set()  # (class, path) already warned about, once per process
+
+
+def _warn_uncounted(graph) -> None:
+    """Warn once per layer whose cost no rule knows: an unknown layer type or ``keras.ops``
+    operation kept whole (not traced, not shown element-wise) counts 0 MACs."""
+    new = []
+    for fn in graph.flat.nodes:
+        if rules.get(fn.op).known or graph.flat.leaf_traces.get(fn.path, ...) is None:
+            continue  # a rule counts it, or its TensorFlow graph was read as element-wise
+        if fn.path in graph.flat.leaf_traces and not rules.traced_elementwise(
+            graph.flat.leaf_traces[fn.path]
+        ).check(fn):
+            continue  # traced, element-wise: no multiply-accumulates
+        key = (type(fn.op).__name__, fn.path)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            new.append(f"{key[0]} {key[1]!r}")
+    if new:
+        warnings.warn(
+            f"count_macs counts 0 MACs for {', '.join(new)}: no rule knows the cost of this "
+            "layer type (register_rule with a macs() method teaches it). The total leaves it "
+            "out.",
+            stacklevel=3,
+        )
 
 
 def _macs(rule, fn, in_w, out_w) -> int:
@@ -65,7 +97,8 @@ def _macs(rule, fn, in_w, out_w) -> int:
         ) from None
 
 
-def count_params(model, per_layer: bool = False, plan=None):
+@keyword_only("per_layer", "plan")
+def count_params(model, *, per_layer: bool = False, plan=None):
     """Total parameters (trainable and not, gates excluded), or ``{layer path: params}``."""
     graph, masks = _graph_and_masks(model, plan)
     return params_for(graph, masks, per_layer)
@@ -88,7 +121,8 @@ def params_for(graph, masks, per_layer: bool = False):
     return result if per_layer else int(sum(result.values()))
 
 
-def marginal_macs(model, plan=None) -> dict[str, float]:
+@keyword_only("plan")
+def marginal_macs(model, *, plan=None) -> dict[str, float]:
     """MACs saved by removing one more channel of each prunable group, at current widths.
 
     Cost-aware selection (Molchanov's lambda x cost, Theis's beta x delta-cost) needs it after

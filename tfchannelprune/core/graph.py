@@ -60,17 +60,22 @@ class ChannelGraph:
     """The channel groups of a Keras 3 Functional or Sequential model (nested models inlined).
 
     Args:
-        model: a built Functional or Sequential ``keras.Model``; it may contain ``ChannelGate``
-            layers (a wrapped model) and nested Functional/Sequential models.
+        model: a Functional or Sequential ``keras.Model`` (nested models, custom layers and
+            ``ChannelGate`` layers of a wrapped model included), or a subclassed one, traced
+            from its ``call()``.
+        input_shape: one example's input shape (no batch axis, e.g. ``(None, None, 3)``) to
+            trace a subclassed model on; by default the shape it was built with, or, for a
+            model built without one, its first layer's channel count with free spatial axes.
 
     Raises:
-        UnsupportedModelError: for a subclassed model; TypeError for a Keras 2 model;
+        UnsupportedModelError: for a subclassed model that cannot be traced; ValueError for
+        an ``input_shape`` that disagrees with a Functional model's own; TypeError for a Keras 2 model;
         RuntimeError for a backend other than TensorFlow.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, *, input_shape=None):
         self.model = model
-        self.flat = _keras.flatten_graph(model, rules.traceable)
+        self.flat = _keras.flatten_graph(model, rules.traceable, input_shape)
         self._parent: list[int] = []
         self._size: list[int] = []
         self._name: list[str] = []

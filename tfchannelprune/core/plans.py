@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tfchannelprune.core.checks import layer_names
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.gate import gate_layers
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.errors import UnsupportedLayerError
@@ -105,7 +106,8 @@ def get_kept_channels(model) -> dict[str, list[int]]:
     }
 
 
-def set_kept_channels(model, plan: Mapping[str, Sequence[int]], graph=None) -> None:
+@keyword_only("graph")
+def set_kept_channels(model, plan: Mapping[str, Sequence[int]], *, graph=None) -> None:
     """Switch channels on (kept) and off in a wrapped model.
 
     Args:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.cost import count_macs, count_params
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import keep_masks
 
 
-def summary(model, print_fn=print, max_groups: int | None = None) -> dict:
+@keyword_only("print_fn", "max_groups")
+def summary(model, *, print_fn=print, max_groups: int | None = None) -> dict:
     """Print the channel groups with their widths, and MACs / params; return them as a dict.
 
     Returns:

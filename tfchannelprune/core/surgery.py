@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from tfchannelprune import _keras
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import keep_masks
@@ -30,9 +31,11 @@ def node_cut(graph: ChannelGraph, fn, rule, masks):
     return in_keep, out_keep, None if full else rule.cut(fn.op, fn, in_keep, out_keep)
 
 
+@keyword_only("graph", "bias_shift")
 def compact(
     model,
     plan: Mapping[str, Sequence[int]] | None = None,
+    *,
     graph=None,
     bias_shift: Mapping[str, np.ndarray] | None = None,
 ) -> keras.Model:

@@ -12,6 +12,7 @@ import keras
 
 from tfchannelprune import _keras
 from tfchannelprune.core.gate import ChannelGate, is_wrapped, leaf_layers
+from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import as_graph
 
 
@@ -31,8 +32,13 @@ def _cloner():
     return layer_fn
 
 
-def wrap(model) -> keras.Model:
+def wrap(model, *, input_shape=None) -> keras.Model:
     """A copy of ``model`` with a ``ChannelGate`` at every gate point (all gates open).
+
+    Args:
+        model: a Keras model (Functional, Sequential or subclassed).
+        input_shape: for a subclassed model, one example's input shape (no batch axis) to
+            trace it on (see ``ChannelGraph``); the copy is a Functional model of that input.
 
     Raises:
         TypeError: ``model`` is not a keras.Model (None, a file path ...).
@@ -45,7 +51,7 @@ def wrap(model) -> keras.Model:
             f"Model {model.name!r} already has ChannelGate layers. Call strip() first or use "
             "it as it is."
         )
-    graph = as_graph(model)
+    graph = ChannelGraph(model, input_shape=input_shape)
     points = {p.tensor: p for p in graph.gate_points}
     used = {layer.name for layer in leaf_layers(model)}
 

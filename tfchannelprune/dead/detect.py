@@ -24,6 +24,7 @@ import numpy as np
 
 from tfchannelprune.core.batches import as_dataset
 from tfchannelprune.core.checks import FiniteTally
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
@@ -163,16 +164,17 @@ def _share(part: float, whole: float) -> str:
 
 
 # ---------------------------------------------------------------------- detection
+@keyword_only("tol", "reference")
 def find_dead_channels(
     model,
     data,
-    tol: float = 1e-6,
-    reference=None,
     *,
     loss=None,
+    tol: float = 1e-6,
+    reference=None,
     move_tol: float = 1e-3,
     grad_tol: float = 1e-6,
-    batch_size: int = 64,
+    batch_size: int = 32,
     steps: int | None = None,
     training: bool = False,
 ) -> DeadReport:
@@ -315,13 +317,14 @@ def measure_output_change(model, small, data, batch_size: int = 64, steps=None) 
 
 
 # ---------------------------------------------------------------------- removal
+@keyword_only("tol")
 def remove_dead_channels(
     model,
     data=None,
-    tol: float = 1e-6,
     *,
+    tol: float = 1e-6,
     report: DeadReport | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     steps: int | None = None,
 ) -> keras.Model:
     """A compact model without the dead channels, their constants folded into the biases of
@@ -333,6 +336,7 @@ def remove_dead_channels(
             ``report``.
         tol: variance threshold.
         report: a ``DeadReport`` of this model (skips the pass over ``data``).
+        batch_size, steps: batching of array data and the most batches read.
 
     Returns:
         A new model without gates. Equal to ``model`` up to float error for Dense and
@@ -347,7 +351,7 @@ def remove_dead_channels(
     gated = gated_model(model, "remove_dead_channels")
     graph = ChannelGraph(gated)
     if report is None:
-        report = find_dead_channels(gated, data, tol, batch_size=batch_size, steps=steps)
+        report = find_dead_channels(gated, data, tol=tol, batch_size=batch_size, steps=steps)
     masks = {**keep_masks(graph, None)}
     for name, kept in report.plan.items():
         masks[name] = _mask(graph.group(name).size, kept)

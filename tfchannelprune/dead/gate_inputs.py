@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from tfchannelprune.core.batches import as_dataset
 from tfchannelprune.core.checks import FiniteTally
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.gate import ChannelGate, record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import gated_model
@@ -166,8 +167,9 @@ class GateStatistics:
             examples.assign(tf.where(keep, examples.value() + n_examples, examples.value()))
 
 
+@keyword_only("batch_size", "steps", "per_position")
 def gate_input_means(
-    model, data, batch_size: int = 64, steps: int | None = None, per_position: bool = False
+    model, data, *, batch_size: int = 32, steps: int | None = None, per_position: bool = False
 ) -> dict[str, np.ndarray]:
     """{gate path: mean of the gate input per channel position} over ``data``: the ``means``
     that ``mean_replacement_shift`` folds (Evci's mean replacement).
@@ -177,6 +179,7 @@ def gate_input_means(
             be removed switched on.
         data: inputs ``x``, ``(x, y)`` arrays, a ``tf.data.Dataset`` of batches or a
             ``keras.utils.PyDataset`` (see ``tfchannelprune.core.batches``).
+        batch_size, steps: batching of array data and the most batches read.
         per_position: give a gate read by a Flatten its (*spatial, C) mean map, so the Dense
             after it folds each position's own mean (exact mean replacement of its input
             units) instead of the channel's mean at every position (Evci). A conv reading a

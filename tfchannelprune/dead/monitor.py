@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from tfchannelprune import _keras
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.gate import record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import gated_model
@@ -46,7 +47,7 @@ class DeadChannelMonitor(keras.callbacks.Callback):
     Args:
         tol: variance threshold of a dead channel.
         move_tol: relative weight change below which a channel is non-learning.
-        verbose: 1 prints one line per epoch.
+        verbose: 1 (the default) prints one line per epoch; 0 is silent.
 
     Attributes:
         history: one dict per epoch: epoch, dead ({group: channels}), num_dead,
@@ -59,7 +60,8 @@ class DeadChannelMonitor(keras.callbacks.Callback):
         ValueError: (at the start of ``fit``) when the model has no ChannelGate layers.
     """
 
-    def __init__(self, tol: float = 1e-6, move_tol: float = 1e-3, verbose: int = 0):
+    @keyword_only("tol", "move_tol", "verbose")
+    def __init__(self, *, tol: float = 1e-6, move_tol: float = 1e-3, verbose: int = 1):
         super().__init__()
         if not tol >= 0 or not move_tol >= 0:
             raise ValueError(

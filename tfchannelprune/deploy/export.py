@@ -28,6 +28,7 @@ import numpy as np
 
 from tfchannelprune.core.batches import first_inputs, is_batched_source
 from tfchannelprune.core.checks import check_finite, check_output_path
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.deploy.latency import list_ops, run_tflite
 
 QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
@@ -88,9 +89,11 @@ class ExportReport:
         )
 
 
+@keyword_only("quantize", "representative_data", "sample_inputs", "check_ops")
 def export_tflite(
     model: keras.Model,
     path: str | os.PathLike,
+    *,
     quantize: str | None = None,
     representative_data: np.ndarray | Sequence[np.ndarray] | None = None,
     sample_inputs: np.ndarray | Sequence[np.ndarray] | None = None,

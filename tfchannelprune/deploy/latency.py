@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from tfchannelprune.core.convention import keyword_only
+
 
 @dataclasses.dataclass(frozen=True)
 class LatencyReport:
@@ -57,8 +59,9 @@ class Speedup:
         )
 
 
+@keyword_only("num_threads", "runs", "warmup")
 def benchmark_tflite(
-    path: str | os.PathLike, num_threads: int = 1, runs: int = 50, warmup: int = 5
+    path: str | os.PathLike, *, num_threads: int = 1, runs: int = 50, warmup: int = 5
 ) -> LatencyReport:
     """Time a ``.tflite`` file in the LiteRT interpreter (XNNPACK delegate, batch 1).
 
@@ -124,9 +127,11 @@ def _random_input(rng, shape, dtype) -> np.ndarray:
     return rng.standard_normal(shape).astype(dtype)
 
 
+@keyword_only("macs_before", "macs_after")
 def compare(
     before: LatencyReport | float,
     after: LatencyReport | float,
+    *,
     macs_before: float | None = None,
     macs_after: float | None = None,
 ) -> Speedup:

@@ -30,6 +30,7 @@ from keras import tree
 
 from tfchannelprune import _keras
 from tfchannelprune.core.checks import layer_names
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.cost import count_macs
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
@@ -64,8 +65,13 @@ class DynamicChannelExecution(keras.callbacks.Callback):
         under a distribution strategy with several replicas (not supported).
     """
 
+    @keyword_only(
+        "active_fraction", "exploration_coef", "final_fraction", "min_channels",
+        "ignored_layers", "seed",
+    )  # fmt: skip
     def __init__(
         self,
+        *,
         active_fraction: float = 0.5,
         exploration_coef: float = DEFAULT_EXPLORATION,
         final_fraction: float | None = None,

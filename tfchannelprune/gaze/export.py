@@ -106,7 +106,8 @@ def export_gaze(
     sample_inputs = np.asarray(sample_inputs, np.float32)
     if representative_data is not None:
         representative_data = _pin_pixel_range(representative_data)
-    report = export_tflite(model, path, quantize, representative_data, sample_inputs)
+    report = export_tflite(model, path, quantize=quantize, representative_data=representative_data,
+                           sample_inputs=sample_inputs)
     lse_error = log_density_normalisation_error(run_tflite(report.path, [sample_inputs])[0])
     metadata = _metadata(model, report, lse_error, len(sample_inputs), centre_bias, metrics)
     if include_centre_bias_map:

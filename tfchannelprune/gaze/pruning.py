@@ -121,8 +121,8 @@ def fisher_prune(
     gated.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=FixationNLL())
     n_cal = min(calibration_size, dataset.n_images)
     pruning = ChannelPruning(
-        (dataset.images[:n_cal], targets[:n_cal]), FixationNLL(weighting="image"), "fisher",
-        target_macs=target_macs, frequency="step", prune_every=steps_per_event,
+        (dataset.images[:n_cal], targets[:n_cal]), loss=FixationNLL(weighting="image"),
+        signal="fisher", target_macs=target_macs, frequency="step", prune_every=steps_per_event,
         channels_per_step=channels_per_step, normalize="none", beta=beta,
         min_channels=min_channels, verbose=verbose,
     )  # fmt: skip

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from tfchannelprune.core.checks import layer_names
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import gate_masks, set_kept_channels
@@ -80,7 +81,9 @@ class ChannelPruning(keras.callbacks.Callback):
             remove one every N updates); "auto" (default): 5% of the prunable channels with
             the "constant" schedule, no cap with another schedule (it sets the pace); None:
             no cap, i.e. one-shot down to the schedule's target.
-        calibration_steps: batches of ``data`` used per event (None: all).
+        steps: batches of ``data`` scored per event (None: all); formerly
+            ``calibration_steps``.
+        batch_size: batch size for array ``data``.
         mode, normalize, lam, beta, min_channels, round_to, ignored_layers: see
             ``tfchannelprune.SelectionConfig``. ``normalize="auto"`` and ``beta=None`` take
             the procedure's default for the criterion (``prune.procedures``): L2 for Taylor,
@@ -91,12 +94,13 @@ class ChannelPruning(keras.callbacks.Callback):
         verbose: 1 prints a progress line per event.
     """
 
+    @keyword_only("loss", "signal", renamed={"calibration_steps": "steps"})
     def __init__(
         self,
         data=None,
+        *,
         loss=None,
         signal="taylor",
-        *,
         target_macs: float | None = None,
         target_params: float | None = None,
         target_channels: int | None = None,
@@ -107,7 +111,8 @@ class ChannelPruning(keras.callbacks.Callback):
         schedule="constant",
         num_events: int = 5,
         channels_per_step: int | str | None = "auto",
-        calibration_steps: int | None = None,
+        steps: int | None = None,
+        batch_size: int = 32,
         mode: str = "global",
         normalize: str = "auto",
         lam: float = 0.0,
@@ -161,7 +166,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self.schedule, self.num_events = schedule, num_events
         procedures.channels_per_event(channels_per_step, 1)  # validates
         self.channels_per_step = channels_per_step
-        self.calibration_steps = calibration_steps
+        self.steps, self.batch_size = steps, batch_size
         auto = procedures.default_selection(self.importance)
         self.config = select.SelectionConfig(
             mode=mode, normalize=auto["normalize"] if normalize == "auto" else normalize,
@@ -174,7 +179,8 @@ class ChannelPruning(keras.callbacks.Callback):
         self.done = False
 
     @classmethod
-    def from_paper(cls, paper: str, data=None, loss=None, **overrides) -> ChannelPruning:
+    @keyword_only("loss")
+    def from_paper(cls, paper: str, data=None, **overrides) -> ChannelPruning:
         """The procedure of a paper: ``"molchanov2017"`` (Taylor, layer-wise L2, ``lam=1e-3``
         on normalised FLOPs) or ``"theis2018"`` (Fisher, unnormalised, ``beta="auto"``), both
         removing one channel every 10 training steps; ``overrides`` change any argument.
@@ -182,7 +188,7 @@ class ChannelPruning(keras.callbacks.Callback):
         Example:
             >>> tcp.ChannelPruning.from_paper("theis2018", target_macs=0.25, beta=1e-6)
         """
-        return cls(data, loss, **{**procedures.paper(paper), **overrides})
+        return cls(data, **{**procedures.paper(paper), **overrides})
 
     # ------------------------------------------------------------------ set-up
     def on_train_begin(self, logs=None):
@@ -225,7 +231,7 @@ class ChannelPruning(keras.callbacks.Callback):
     def _context(self, epoch):
         return scoring_context(
             self.model, self.data, self.loss or self.model.loss, caller="ChannelPruning",
-            graph=self.graph, steps=self.calibration_steps, epoch=epoch,
+            graph=self.graph, steps=self.steps, batch_size=self.batch_size, epoch=epoch,
             step=int(self.model.optimizer.iterations.numpy()), accumulators=self._accumulators,
         )  # fmt: skip
 

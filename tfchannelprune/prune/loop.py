@@ -14,6 +14,7 @@ import time
 import keras
 import numpy as np
 
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.cost import count_macs, count_params
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import set_kept_channels
@@ -34,25 +35,34 @@ class PruneResult:
     history: list[dict]  # one record per round
 
 
+@keyword_only("loss")
 def prune(
     model,
     data,
-    loss,
     *,
+    loss=None,
+    signal="taylor",
     target_macs: float | None = None,
     target_params: float | None = None,
     rounds: int = 3,
-    signal="taylor",
     fine_tune_data=None,
     fine_tune_epochs: int = 1,
     optimizer="adam",
     metrics=None,
     validation_data=None,
     fit_kwargs: dict | None = None,
-    verbose: int = 1,
     mean_replacement: bool = False,
     carry_optimizer: bool = True,
-    **selection,
+    batch_size: int = 32,
+    steps: int | None = None,
+    mode: str = "global",
+    normalize: str = "auto",
+    lam: float = 0.0,
+    beta: float | str | None = None,
+    min_channels: int = 1,
+    round_to: int = 1,
+    ignored_layers=(),
+    verbose: int = 1,
 ) -> PruneResult:
     """Prune ``model`` to a target in ``rounds`` rounds, fine-tuning the compacted model
     after each.
@@ -60,7 +70,8 @@ def prune(
     Args:
         model: a Functional or Sequential Keras model (not wrapped).
         data: calibration data for the signal ((x, y) arrays or a tf.data.Dataset).
-        loss: the loss (for the signal and for fine-tuning).
+        loss: the loss (for the signal and for fine-tuning); default: the model's compiled
+            loss.
         target_macs / target_params: final fraction of the original MACs / params.
         rounds: number of prune -> compact -> fine-tune rounds; the target of round r is
             ``1 - (1 - target) * r / rounds`` (linear in the cost removed).
@@ -73,10 +84,12 @@ def prune(
             compaction (sliced like the weights); False starts every round afresh.
         mean_replacement: fold each removed channel's mean output over ``data`` into its
             consumers' biases (Evci's mean replacement) instead of dropping it.
-        **selection: ``SelectionConfig`` fields (mode, normalize, lam, beta, min_channels,
-            round_to, ignored_layers). ``normalize`` and ``beta`` left out take the same
+        batch_size, steps: batching of array ``data`` and the most batches scored per round.
+        mode, normalize, lam, beta, min_channels, round_to, ignored_layers: see
+            ``SelectionConfig``. ``normalize="auto"`` and ``beta=None`` take the same
             per-signal defaults as ``ChannelPruning`` (``prune.procedures.default_selection``:
             Taylor "l2", Fisher "none" with ``beta="auto"``, other criteria "mean").
+        verbose: 1 prints a line per round.
 
     Returns:
         ``PruneResult(model, history)``; each record has the round's ``macs_fraction``,
@@ -90,7 +103,13 @@ def prune(
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1. Received: rounds={rounds}")
     importance = registry.get(signal)
-    config = select.SelectionConfig(**{**procedures.default_selection(importance), **selection})
+    loss = getattr(model, "loss", None) if loss is None else loss
+    auto = procedures.default_selection(importance)
+    config = select.SelectionConfig(
+        mode=mode, normalize=auto["normalize"] if normalize == "auto" else normalize, lam=lam,
+        beta=auto["beta"] if beta is None else beta, min_channels=min_channels,
+        round_to=round_to, ignored_layers=tuple(ignored_layers),
+    )  # fmt: skip
     original_macs, original_params = count_macs(model), count_params(model)
     history = []
     current = model
@@ -100,7 +119,8 @@ def prune(
     for r in range(1, rounds + 1):
         gated = wrap(current)
         graph = ChannelGraph(gated)
-        context = scoring_context(gated, data, loss, caller="prune", graph=graph)
+        context = scoring_context(gated, data, loss, caller="prune", graph=graph,
+                                  batch_size=batch_size, steps=steps)  # fmt: skip
         scores = score_all(context, [importance])[0]
         targets = {}
         if target_macs is not None:
@@ -110,7 +130,7 @@ def prune(
         masks = select.select_channels(graph, scores, {}, config, **targets)
         shift = None
         if mean_replacement:  # means measured with every channel still switched on
-            means = gate_input_means(gated, data)
+            means = gate_input_means(gated, data, batch_size=batch_size, steps=steps)
             shift = mean_replacement_shift(graph, masks, means)
         set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
         current = compact(gated, graph=graph, bias_shift=shift)

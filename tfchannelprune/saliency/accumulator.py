@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras import tree
 
 from tfchannelprune.core.checks import check_finite
+from tfchannelprune.core.convention import keyword_only, one_or_several, signal_or_signals
 from tfchannelprune.core.gate import is_wrapped, record_gate_inputs
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import wrap
@@ -43,28 +44,36 @@ class SaliencyAccumulator:
         model: a Keras model; if it has no ChannelGate layers, a wrapped copy is used
             (``self.model``), which does not follow later changes to ``model``. A ``model.fit``
             callback should pass the wrapped model it trains.
-        signals: a signal (preset name, id, config or ``Signal``) or a list of them.
         loss: a ``keras.losses.Loss``, a loss name, or ``fn(y_true, y_pred)`` returning one
             value per example (extra axes are averaged, as Keras does).
+        signal: ONE signal (preset name, id, config or ``Signal``).
+        signals: instead of ``signal``, a list of signals accumulated in the same pass.
         training: run BatchNorm / Dropout in training mode (their updates are discarded).
 
-    ``result()`` returns {group: float64 scores} for a single signal, or {key: {group: scores}}
-    for a list, keyed by the strings given (preset names or ids) or by ``Signal.id``.
+    ``result()`` returns {group: float64 scores} when built with ``signal``, and
+    {key: {group: scores}} when built with ``signals``, keyed by the strings given (preset
+    names or ids) or by ``Signal.id``: the shape follows the keyword, as in
+    ``collect_saliency``.
 
     Example:
-        >>> acc = SaliencyAccumulator(gated, ["taylor", "fisher"], "sparse_categorical_crossentropy")
+        >>> acc = SaliencyAccumulator(gated, loss=loss, signals=["taylor", "fisher"])
         >>> for x, y in batches:
         ...     acc.update(x, y)
         >>> acc.result()["taylor"]["conv2d"]
     """
 
+    @keyword_only(signal_or_signals, "loss", "training", exclusive=("signal", "signals"))
     def __init__(
-        self, model, signals="taylor", loss=None, training: bool = False, *, _copy_ok=False
+        self,
+        model,
+        *,
+        loss=None,
+        signal="taylor",
+        signals=None,
+        training: bool = False,
+        _copy_ok=False,
     ):
-        self._single = not isinstance(signals, (list, tuple))
-        entries = [signals] if self._single else list(signals)
-        if not entries:
-            raise ValueError("Give at least one signal. Received: signals=[]")
+        entries, self._single = one_or_several(signal, signals)
         self.signals = [signals_lib.get(s) for s in entries]
         self.keys = [
             e if isinstance(e, str) else s.id for e, s in zip(entries, self.signals, strict=True)

@@ -1,6 +1,6 @@
 """GradientTape passes over data that feed the saliency signals.
 
-``collect_saliency(model, data, loss, signal)`` runs one forward/backward pass per batch and
+``collect_saliency(model, data, loss=..., signal=...)`` runs one forward/backward pass per batch and
 returns {group: scores} (LOWER = prune first); ``SaliencyAccumulator`` (re-exported here) is the
 same machinery as an object a ``model.fit`` callback feeds with ``update(x, y)``;
 ``oracle_loss_change`` measures the true loss change of switching each channel off.
@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfchannelprune.core.batches import as_dataset
+from tfchannelprune.core.convention import keyword_only, one_or_several, signal_or_signals
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import gated_model
 from tfchannelprune.saliency import registry
@@ -40,14 +41,19 @@ from tfchannelprune.saliency.reductions import per_example_loss
 __all__ = ["SaliencyAccumulator", "collect_saliency", "oracle_loss_change", "score_all"]
 
 
+@keyword_only(
+    "loss", signal_or_signals, "steps", "training", "batch_size", exclusive=("signal", "signals")
+)
 def collect_saliency(
     model,
     data,
-    loss,
+    *,
+    loss=None,
     signal="taylor",
+    signals=None,
+    batch_size: int = 32,
     steps: int | None = None,
     training: bool = False,
-    batch_size: int = 32,
 ):
     """Importance scores of every prunable channel group from one pass over ``data``.
 
@@ -57,37 +63,39 @@ def collect_saliency(
         data: (x, y) arrays, a ``tf.data.Dataset`` of (x, y) batches or a
             ``keras.utils.PyDataset`` (see ``tfchannelprune.core.batches``); None for
             criteria that read only the weights.
-        loss: a ``keras.losses.Loss``, a loss name or ``fn(y_true, y_pred)`` per example.
-        signal: a preset name (``"taylor"``, ``"fisher"``, ``"fpgm"`` ...), an id, a
-            ``Signal``, an ``Importance`` object or a function ``fn(context) -> {group:
-            scores}``; or a list of them (one pass computes every taxonomy signal).
+        loss: a ``keras.losses.Loss``, a loss name or ``fn(y_true, y_pred)`` per example;
+            needed by criteria that use gradients.
+        signal: ONE criterion: a preset name (``"taylor"``, ``"fisher"``, ``"fpgm"`` ...),
+            an id, a ``Signal``, an ``Importance`` object or a function ``fn(context) ->
+            {group: scores}``.
+        signals: instead of ``signal``, a list of criteria scored in one pass (every
+            taxonomy signal shares it); the result is then keyed by criterion.
+        batch_size: batch size for NumPy data (does not change the taxonomy's scores).
         steps: at most this many batches.
         training: run BatchNorm / Dropout in training mode (updates discarded).
-        batch_size: batch size for NumPy data (does not change the taxonomy's scores).
 
     Returns:
-        {group name: float64 scores, LOWER = prune first}, or for a list of signals
+        With ``signal``: {group name: float64 scores, LOWER = prune first}. With ``signals``:
         {key: {group: scores}} keyed by the given strings (or the importance's ``name``).
+        The shape follows the keyword, never the value.
 
     Raises:
+        TypeError: a list given as ``signal`` (use ``signals``), or both keywords.
         ValueError: empty data, x and y of different lengths, a non-finite loss, an unknown
         signal, or scores of the wrong shape from an importance.
 
     Example:
-        >>> scores = collect_saliency(model, (x, y), "sparse_categorical_crossentropy")
+        >>> scores = collect_saliency(model, (x, y), loss="sparse_categorical_crossentropy")
+        >>> both = collect_saliency(model, (x, y), loss=loss, signals=["taylor", "fisher"])
     """
-    single = not isinstance(signal, (list, tuple))
-    entries = [signal] if single else list(signal)
-    if not entries:
-        raise ValueError("Give at least one signal. Received: signal=[]")
+    entries, one = one_or_several(signal, signals)
     importances = [registry.get(e) for e in entries]
     keys = [e if isinstance(e, str) else imp.name for e, imp in zip(entries, importances)]
     context = scoring_context(
         model, data, loss, steps=steps, batch_size=batch_size, training=training
     )
     results = score_all(context, importances)
-    out = dict(zip(keys, results, strict=True))
-    return out[keys[0]] if single else out
+    return results[0] if one else dict(zip(keys, results, strict=True))
 
 
 def score_all(context, importances) -> list[dict[str, np.ndarray]]:
@@ -124,8 +132,9 @@ def accumulate(importance, context) -> None:
         importance.update(x, y)
 
 
+@keyword_only("loss", "batch_size", "channels")
 def oracle_loss_change(
-    model, data, loss, batch_size: int = 256, channels: dict | None = None
+    model, data, *, loss=None, batch_size: int = 32, channels: dict | None = None
 ) -> dict[str, np.ndarray]:
     """Molchanov's oracle: the true change of the mean loss when each channel alone is
     switched off, ``L(channel off) - L`` (signed; its absolute value is "oracle-abs").
@@ -134,6 +143,10 @@ def oracle_loss_change(
     removed), get 0. The gates are restored afterwards.
 
     Args:
+        model: a Keras model, wrapped or not.
+        data: (x, y) arrays or a dataset (see ``collect_saliency``).
+        loss: the loss whose change is measured (default: the model's compiled loss).
+        batch_size: batch size for NumPy data.
         channels: {group name: channel indices} to measure only those (one forward pass over
             ``data`` per channel, so a sample keeps a large network affordable); the other
             channels, and groups not named, get NaN. None measures every channel.
@@ -146,6 +159,7 @@ def oracle_loss_change(
     """
     from tfchannelprune.core.plans import get_kept_channels, set_kept_channels
 
+    loss = getattr(model, "loss", None) if loss is None else loss
     gated = gated_model(model, "oracle_loss_change")
     graph = ChannelGraph(gated)
     per_example = per_example_loss(loss)
@@ -174,12 +188,12 @@ def oracle_loss_change(
                 deltas[sorted(sample)] = 0.0
                 todo = [ch for ch in todo if ch in sample]
             for ch in todo:
-                set_kept_channels(gated, {group.name: [c for c in kept if c != ch]}, graph)
+                set_kept_channels(gated, {group.name: [c for c in kept if c != ch]}, graph=graph)
                 deltas[ch] = mean_loss() - base
-            set_kept_channels(gated, {group.name: kept}, graph)
+            set_kept_channels(gated, {group.name: kept}, graph=graph)
             out[group.name] = deltas
     finally:
-        set_kept_channels(gated, original, graph)
+        set_kept_channels(gated, original, graph=graph)
     return out
 
 

@@ -22,7 +22,7 @@ Example (a criterion outside the taxonomy; docs/signals.md has a worked one):
     >>> class KernelMax(tcp.Importance):
     ...     def __call__(self, context):
     ...         return {g: np.abs(f).max(axis=1) for g, f in context.filters().items()}
-    >>> tcp.collect_saliency(model, None, None, signal=KernelMax())
+    >>> tcp.collect_saliency(model, None, signal=KernelMax())
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class ScoringContext:
         if self.data is None:
             raise ValueError(
                 "This criterion needs data, and none was given. Pass calibration data, e.g. "
-                "collect_saliency(model, (x, y), loss, ...). Received: data=None"
+                "collect_saliency(model, (x, y), loss=..., ...). Received: data=None"
             )
         return as_dataset(
             self.data, self.batch_size, labels=labels, steps=self.steps, model=self.model
@@ -289,7 +289,9 @@ def _accumulator(context: ScoringContext, signals: list):
     if kept is not None and kept[0] is context.model and kept[1] is context.loss:
         kept[2].reset()
         return kept[2]
-    acc = SaliencyAccumulator(context.model, signals, context.loss, context.training)
+    acc = SaliencyAccumulator(
+        context.model, loss=context.loss, signals=signals, training=context.training
+    )
     if cache is not None:
         cache[key] = (context.model, context.loss, acc)
     return acc

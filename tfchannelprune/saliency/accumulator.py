@@ -2,9 +2,8 @@
 
 One ``tf.GradientTape`` pass per batch inside ``tf.function``: ChannelGate inputs ``a`` are
 recorded through ``record_gate_inputs`` and a zero probe added to them, whose gradient is
-``g = dl/da`` per example (the loss is the SUM of per-example losses). Each replica of a
-``tf.distribute`` strategy computes its statistics on its share of the batch; sums are reduced
-across replicas, so two devices give the result of one.
+``g = dl/da`` per example (the loss is the SUM of per-example losses). Under ``tf.distribute``
+each replica sums its share of the batch; sums are reduced across replicas.
 """
 
 from __future__ import annotations
@@ -131,8 +130,8 @@ class SaliencyAccumulator:
         strategy), or values from a distributed dataset. Without data signals it does nothing.
 
         Raises:
-            ValueError: x and y of different lengths, an empty batch, or a non-finite loss
-            (the state is then left unchanged); ``NonFiniteInputError`` for NaN/inf in x.
+            ValueError: x, y of different lengths, an empty batch, a non-finite loss (state
+            left unchanged), NaN/inf in x (``NonFiniteInputError``).
         """
         if not self.needs_data:
             return 0.0

@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 
 import keras
+import numpy as np
 from keras import tree
+
+_SHAPES_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "tfchannelprune_shapes_only", default=False
+)
 
 
 def weights_by_name(layer) -> dict[str, Any]:
+    """{weight name: value as a NumPy array} (inside ``weight_shapes_only``: read-only zero
+    stand-ins of the same shape and dtype, nothing read from the variables)."""
+    if _SHAPES_ONLY.get():
+        return {v.name: np.broadcast_to(np.zeros((), v.dtype), v.shape) for v in layer.weights}
     return {v.name: v.numpy() for v in layer.weights}
+
+
+@contextlib.contextmanager
+def weight_shapes_only():
+    """Within the context ``weights_by_name`` does not read the variables, so a rule's ``cut``
+    gives the cut shapes (what counting parameters needs) without copying the weights."""
+    token = _SHAPES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _SHAPES_ONLY.reset(token)
 
 
 def set_weights_by_name(layer, values: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfchannelprune import _keras
 from tfchannelprune.core import rules
 from tfchannelprune.core.gate import ChannelGate
 from tfchannelprune.core.graph import ChannelGraph
@@ -107,7 +108,8 @@ def params_for(graph, masks, per_layer: bool = False):
         in_keep, out_keep = node_keeps(graph, fn, masks)
         key = (i, in_keep.tobytes(), out_keep.tobytes())
         if key not in cache:  # the count depends on the kept positions only
-            cut = node_cut(graph, fn, rule, masks)[2]
+            with _keras.weight_shapes_only():  # the cut's shapes, no weight read
+                cut = node_cut(graph, fn, rule, masks)[2]
             if cut is not None and cut[1] is not None:
                 cache[key] = int(sum(np.size(w) for w in cut[1].values()))
             else:

@@ -2,9 +2,9 @@
 
 Molchanov et al. (arXiv:1611.06440) accumulate the criterion "over the minibatches" of
 fine-tuning between two removals; Theis et al. (arXiv:1801.05787) the Fisher signal over the N
-training steps between prunes. No calibration pass is needed: while installed, the model's
-``train_step`` runs inside ``record_gate_inputs`` with every gate input passed through an
-identity whose custom gradient keeps, per example, ``s = -sum_hw a * dL/da`` at that gate.
+training steps between prunes. No calibration pass is needed: while installed (a training-step hook,
+``_keras.add_train_step_hook``), the model's train step runs inside ``record_gate_inputs`` with
+every gate input passed through an identity whose custom gradient keeps, per example, ``s = -sum_hw a * dL/da`` at that gate.
 Keras's own backward pass (the one that updates the weights) computes it; nothing is
 differentiated twice. After the step, the gates of each channel are summed into ``d =
 -dl_n/dm`` (one shared mask per channel, ``saliency.mask_delta``) and the running sums of d,
@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
+from tfchannelprune import _keras
 from tfchannelprune.core.gate import record_gate_inputs
 from tfchannelprune.saliency import mask_delta
 from tfchannelprune.saliency import signals as signals_lib
@@ -94,7 +95,7 @@ class TrainStepSaliency(Importance):
     def build(self, context) -> None:
         """Install on ``context.model``: rebuild its train function once with the hooks."""
         model = context.model
-        if self.model is model:
+        if self.model is model and _keras.has_train_step_hook(model, self._handle):
             return
         if self.model is not None:
             self.release()
@@ -105,10 +106,8 @@ class TrainStepSaliency(Importance):
         with model.distribute_strategy.scope():
             self._sums = {g: _sum_variable((4, n)) for g, n in self._sizes.items()}
             self._count = _sum_variable(())
-        self._original = model.train_step
         self.model = model
-        model.train_step = self._train_step
-        model.make_train_function(force=True)
+        self._handle = _keras.add_train_step_hook(model, self._hook)
 
     def __call__(self, context) -> dict[str, np.ndarray]:
         n = self.num_examples
@@ -131,15 +130,22 @@ class TrainStepSaliency(Importance):
             var.assign(tf.zeros_like(var))
 
     def release(self) -> None:
-        """Restore the model's own train step (its train function is rebuilt on next use)."""
+        """Take the hook out of the model's train step (the others stay)."""
         if self.model is None:
             return
         model, self.model = self.model, None
-        del model.train_step  # the class's method again
-        model.train_function = None
+        _keras.remove_train_step_hook(model, self._handle)
 
     # ------------------------------------------------------------------ in the step
-    def _train_step(self, data):
+    def _hook(self, step):
+        """The training-step hook: ``step`` with every gate input probed, then the sums."""
+
+        def hooked(data):
+            return self._train_step(step, data)
+
+        return hooked
+
+    def _train_step(self, step, data):
         stash: dict[str, tf.Tensor] = {}
 
         def hook(gate, x):
@@ -147,7 +153,7 @@ class TrainStepSaliency(Importance):
             return x if path is None else _probe(x, path, stash)
 
         with record_gate_inputs(hook):
-            logs = self._original(data)
+            logs = step(data)
         self._accumulate(stash, data)
         return logs
 

@@ -165,6 +165,10 @@ def _multiplicity(graph, tensor, masks, names, kept_count) -> dict[str, int]:
     return counts
 
 
+def _counts_macs(rule) -> bool:
+    return type(rule).macs is not rules.Rule.macs
+
+
 class MarginalCosts:
     """Total MACs and ``marginal_for`` kept up to date as channels are switched off one group
     at a time: only the tensors and layers that hold the changed group are recounted (the
@@ -180,23 +184,26 @@ class MarginalCosts:
     def __init__(self, graph, masks):
         self.graph = graph
         self._names = {g.name for g in graph.prunable_groups}
-        self._nodes = [
-            (fn, rule, rules.get(fn.op))  # macs_for counts with the layer type's own rule
-            for fn, rule in zip(graph.flat.nodes, graph.rules, strict=True)
-        ]
         self._masks = {n: np.array(m, bool) for n, m in masks.items()}
         self._kept = {g.name: int(self._masks[g.name].sum()) if g.name in self._masks
                       else g.size for g in graph.prunable_groups}  # fmt: skip
+        # only calls whose rules count MACs (a rule that keeps Rule.macs counts none)
+        self._nodes = [
+            (fn, rule, rules.get(fn.op))  # macs_for counts with the layer type's own rule
+            for fn, rule in zip(graph.flat.nodes, graph.rules, strict=True)
+            if _counts_macs(rule) or _counts_macs(rules.get(fn.op))
+        ]
         self._width = {}  # tensor -> kept width
-        self._tensors: dict[str, list[int]] = {}  # group -> tensors holding it
+        self._holders: dict[str, list[tuple[int, np.ndarray]]] = {}  # group -> (tensor, counts)
         self._touching: dict[str, list[int]] = {}  # group -> nodes reading or writing it
         for i, (fn, _, _) in enumerate(self._nodes):
             for tensor in dict.fromkeys((fn.inputs[0], fn.outputs[0])):
+                counts = _channel_counts(graph, tensor)[1]
                 if tensor not in self._width:
                     self._width[tensor] = _kept_width(graph, tensor, self._masks)
-                    for name in _channel_counts(graph, tensor)[1]:
-                        self._tensors.setdefault(name, []).append(tensor)
-                for name in _channel_counts(graph, tensor)[1]:
+                    for name, c in counts.items():
+                        self._holders.setdefault(name, []).append((tensor, c))
+                for name in counts:
                     bucket = self._touching.setdefault(name, [])
                     if not bucket or bucket[-1] != i:
                         bucket.append(i)
@@ -229,20 +236,22 @@ class MarginalCosts:
 
     def update(self, group: str, masks) -> None:
         """Recount the tensors and layers holding ``group`` after its mask changed."""
-        mask = masks.get(group)
-        if mask is None:
-            self._masks.pop(group, None)
-        else:
-            self._masks[group] = np.array(mask, bool)
+        size = self.graph.group(group).size
+        old = self._masks.get(group, np.ones(size, bool))
+        new = np.array(masks[group], bool) if group in masks else np.ones(size, bool)
+        changed = np.flatnonzero(old != new)
+        if changed.size == 0:
+            return
+        self._masks[group] = new
         if group in self._kept:
-            self._kept[group] = self.graph.group(group).size if mask is None else int(
-                self._masks[group].sum())  # fmt: skip
-        for tensor in self._tensors.get(group, []):
-            self._width[tensor] = _kept_width(self.graph, tensor, self._masks)
+            self._kept[group] = int(new.sum())
+        sign = np.where(new[changed], 1, -1)
+        for tensor, counts in self._holders.get(group, []):
+            self._width[tensor] += int(np.dot(counts[changed], sign))
         for i in self._touching.get(group, []):
-            new = self._node_macs(i)
-            self._total += new - self._base[i]
-            self._base[i] = new
+            value = self._node_macs(i)
+            self._total += value - self._base[i]
+            self._base[i] = value
             self._stale.add(i)
 
     @property

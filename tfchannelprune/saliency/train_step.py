@@ -78,7 +78,8 @@ class TrainStepSaliency(Importance):
             )
         mask_delta.check_plan(self.signal)
         self.model = None
-        self._sums: dict[str, tf.Variable] = {}
+        self._sums = None  # (4, channels of every group) float64 running sums, one variable
+        self._columns: dict[str, tuple[int, int]] = {}  # group -> its columns in the sums
 
     @property
     def name(self) -> str:
@@ -89,7 +90,7 @@ class TrainStepSaliency(Importance):
 
     @property
     def num_examples(self) -> int:
-        return int(self._count.numpy()) if self._sums else 0
+        return int(self._count.numpy()) if self._sums is not None else 0
 
     # ------------------------------------------------------------------ protocol
     def build(self, context) -> None:
@@ -103,8 +104,10 @@ class TrainStepSaliency(Importance):
         self._gate_of = gate_of
         self._positions = mask_delta.group_positions(gates)
         self._sizes = {g: context.graph.group(g).size for g in self._positions}
+        starts = np.cumsum([0, *self._sizes.values()])
+        self._columns = {g: (int(a), int(b)) for g, a, b in zip(self._sizes, starts, starts[1:])}
         with model.distribute_strategy.scope():
-            self._sums = {g: _sum_variable((4, n)) for g, n in self._sizes.items()}
+            self._sums = _sum_variable((4, int(starts[-1])))
             self._count = _sum_variable(())
         self.model = model
         self._handle = _keras.add_train_step_hook(model, self._hook)
@@ -116,18 +119,23 @@ class TrainStepSaliency(Importance):
                 f"No training step ran since the last event, so {self.signal.id!r} has no "
                 "value. Prune after at least one step. Received: num_examples=0"
             )
-        return {
-            g.name: mask_delta.scores(self.signal, self._sums[g.name].numpy(), n)
-            if g.name in self._sums else np.zeros(g.size, np.float64)
-            for g in context.groups
-        }
+        sums = self._sums.numpy()  # one read for every group
+        out = {}
+        for g in context.groups:
+            if g.name in self._columns:
+                a, b = self._columns[g.name]
+                out[g.name] = mask_delta.scores(self.signal, sums[:, a:b], n)
+            else:
+                out[g.name] = np.zeros(g.size, np.float64)
+        return out
 
     def update(self, x, y=None) -> None:
         """Nothing to do: the training step itself accumulates."""
 
     def reset(self) -> None:
-        for var in [*self._sums.values(), *([self._count] if self._sums else [])]:
-            var.assign(tf.zeros_like(var))
+        if self._sums is not None:
+            self._sums.assign(tf.zeros_like(self._sums))
+            self._count.assign(tf.zeros_like(self._count))
 
     def release(self) -> None:
         """Take the hook out of the model's train step (the others stay)."""
@@ -167,8 +175,12 @@ class TrainStepSaliency(Importance):
             scale = scale / tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float64)
         per_gate = {path: tf.cast(s, tf.float64) * scale for path, s in stash.items()}
         deltas = mask_delta.group_deltas(per_gate, self._positions, self._sizes)
-        for group, d in deltas.items():
-            self._sums[group].assign_add(mask_delta.batch_stats(d))
+        stats = [  # a group no gradient reached adds nothing
+            mask_delta.batch_stats(deltas[g]) if g in deltas else tf.zeros((4, n), tf.float64)
+            for g, n in self._sizes.items()
+        ]
+        if stats:
+            self._sums.assign_add(tf.concat(stats, axis=1))  # one update for every group
         self._count.assign_add(tf.cast(batch, tf.float64))
 
 

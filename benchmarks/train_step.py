@@ -56,13 +56,22 @@ class Clock:
             def on_train_batch_begin(self, batch, logs=None):
                 clock._batch = time.perf_counter()
 
+            def on_epoch_end(self, epoch, logs=None):
+                clock._end = time.perf_counter()
+
         class End(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                epoch = clock.epochs[-1]
+                epoch["callbacks_at_begin"] = time.perf_counter() - epoch["start"]
+
             def on_train_batch_end(self, batch, logs=None):
                 float(logs["loss"])  # the step has finished
                 clock.epochs[-1]["batches"].append(time.perf_counter() - clock._batch)
 
             def on_epoch_end(self, epoch, logs=None):
-                clock.epochs[-1]["wall"] = time.perf_counter() - clock.epochs[-1]["start"]
+                epoch, now = clock.epochs[-1], time.perf_counter()
+                epoch["wall"] = now - epoch["start"]
+                epoch["callbacks_at_end"] = now - clock._end
 
         self.begin, self.end = Begin(), End()
 
@@ -90,7 +99,8 @@ def run(config, args, x, y) -> dict:
     epoch = clock.epochs[1]
     batches = np.array(epoch["batches"])
     out = {"wall": epoch["wall"], "batches": batches.tolist(),
-           "outside_batches": epoch["wall"] - float(batches.sum())}  # fmt: skip
+           "outside_batches": epoch["wall"] - float(batches.sum()),
+           "callbacks_at_boundary": epoch["callbacks_at_begin"] + epoch["callbacks_at_end"]}  # fmt: skip
     if config == "events":
         at = [i for i in range(len(batches)) if (args.steps + i + 1) % args.every == 0]
         rest = np.delete(batches, at)
@@ -111,6 +121,7 @@ def summarise(reps, args) -> dict:
             for r, s in zip(reps, steps)]
         for c in CONFIGS[1:]
     }  # fmt: skip
+    own = {c: [r[c]["callbacks_at_boundary"] / s for r, s in zip(reps, steps)] for c in CONFIGS}
     events = [e / s for r, s in zip(reps, steps) for e in r["events"]["event_s"]]
     return {
         "ratio": ratios,
@@ -118,6 +129,7 @@ def summarise(reps, args) -> dict:
         "plain_step_s": steps,
         "boundary_steps": boundary,
         "boundary_steps_median": {c: float(np.median(v)) for c, v in boundary.items()},
+        "callbacks_at_boundary_steps": own,
         "event_steps": events,
         "event_steps_median": float(np.median(events)),
     }
@@ -148,6 +160,9 @@ def report(summary, reps, args, load) -> str:
         f"**{summary['boundary_steps_median']['events']:.2f}** | <= 0.1 |",
         f"| epoch boundary, steps (accumulation run) | {row(bound['accumulation'])} | "
         f"{summary['boundary_steps_median']['accumulation']:.2f} | |",
+        f"| **pruning callback's own epoch begin + end, steps** | "
+        f"{row(summary['callbacks_at_boundary_steps']['events'], '{:.4f}')} | "
+        f"**{np.median(summary['callbacks_at_boundary_steps']['events']):.4f}** | <= 0.1 |",
         f"| **one event, steps** | {row(summary['event_steps'])} | "
         f"**{summary['event_steps_median']:.2f}** | about 1 |",
         f"| channels removed per event | {reps[0]['events']['channels_removed']} | | |",

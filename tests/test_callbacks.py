@@ -337,3 +337,26 @@ def test_in_step_taylor_and_dead_monitor_in_one_fit(pruning_first):
     gated.fit(x, y, epochs=1, batch_size=16, verbose=0)
     assert pruning.importance.num_examples == before
     assert "train_step" not in vars(gated)
+
+
+def test_slots_cut_without_a_model_equal_the_compact_ones():
+    # prune() slices the optimizer's slots with the rules' cuts directly; the former way put
+    # them in the variables and compacted the model once per slot
+    from tfchannelprune.prune import optimizer_state
+
+    model = zoo.randomize(zoo.resnet_style((8, 8, 3)), seed=4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSS)
+    x, y = zoo.labelled_data(model, 32, 0)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    slots = optimizer_state.optimizer_slots(model.optimizer, model)
+    gated = tcp.wrap(model)
+    graph = tcp.ChannelGraph(gated)
+    tcp.set_kept_channels(gated, zoo.random_plan(graph, seed=1), graph=graph)
+    small = tcp.compact(gated, graph=graph)
+    direct = optimizer_state.sliced_slots(gated, slots, graph, small)
+    through_models = optimizer_state.sliced_slots(gated, slots, graph)
+    assert set(direct) == set(through_models) == set(slots)
+    for name in slots:
+        assert set(direct[name]) == set(through_models[name])
+        for path, value in through_models[name].items():
+            np.testing.assert_array_equal(direct[name][path], value, err_msg=f"{name} {path}")

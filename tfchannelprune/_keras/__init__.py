@@ -29,6 +29,7 @@ from tfchannelprune._keras.nodes import (
     set_weights_by_name,
     weight_shapes_only,
     weights_by_name,
+    weights_replaced,
 )
 from tfchannelprune._keras.rebuild import (
     AfterFn,
@@ -52,5 +53,5 @@ __all__ = [
     "flatten_graph", "functional_view", "has_train_step_hook", "input_values", "is_model",
     "loss_tracker", "node_args", "node_constant_args", "node_kwargs", "nodes_in_order",
     "operation_class", "rebuild", "remove_train_step_hook", "set_weights_by_name",
-    "weight_shapes_only", "weights_by_name",
+    "weight_shapes_only", "weights_by_name", "weights_replaced",
 ]  # fmt: skip

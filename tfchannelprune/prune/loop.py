@@ -114,7 +114,7 @@ def prune(
             shift = mean_replacement_shift(graph, masks, means)
         set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
         current = compact(gated, graph=graph, bias_shift=shift)
-        slots = optimizer_state.sliced_slots(gated, slots, graph) if slots else {}
+        slots = optimizer_state.sliced_slots(gated, slots, graph, current) if slots else {}
         full = {g.name: np.ones(g.size, bool) for g in graph.prunable_groups}
         record = {
             "round": r,  # the gated model's MACs are the compact one's: no new graph

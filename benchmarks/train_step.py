@@ -16,8 +16,14 @@ the other in each of ``--reps`` repetitions, in an order rotated at each repetit
 * ``events``: ``ChannelPruning(signal="taylor", target_macs=0.5, frequency="step",
   prune_every=--every)`` without calibration data: an event every ``--every`` steps.
 
+Whole epochs run one after the other drift with the machine's load (the median step of a run
+moved by up to 40% between neighbouring runs at load 8-10), so the accumulation overhead is
+also measured pair by pair: two copies of the model, one with in-step Taylor installed,
+``train_on_batch`` in turn on the same batch for ``--pairs`` pairs after two warm-up pairs,
+the median ratio reported (the method of the earlier benchmark).
+
 Printed: the epoch ratios against the plain epoch of the same repetition (goals: events
-<= 1.3x, accumulation <= 1.05x), the epoch-boundary cost (epoch wall minus the time inside the
+<= 1.3x, accumulation <= 1.05x), the paired-step accumulation ratio, the epoch-boundary cost (epoch wall minus the time inside the
 batches, minus the same for plain, in plain steps; goal <= 0.1) and the cost of each event (its
 batch minus the median batch of the same epoch, in plain steps).
 
@@ -41,6 +47,7 @@ import tensorflow as tf  # noqa: E402
 from _results import write_results  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
+from tfchannelprune.saliency.importance import scoring_context  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 CONFIGS = ("plain", "accumulation", "events")
@@ -98,7 +105,7 @@ def run(config, args, data) -> dict:
         pruning = tcp.ChannelPruning(signal="taylor", target_macs=0.5, frequency="step",
                                      prune_every=every, verbose=0)  # fmt: skip
         middle = [pruning]
-    model.fit(data, epochs=2, steps_per_epoch=args.steps, verbose=0,
+    model.fit(data, epochs=2, steps_per_epoch=args.steps, shuffle=False, verbose=0,
               callbacks=[clock.begin, *middle, clock.end])  # fmt: skip
     epoch = clock.epochs[1]
     batches = np.array(epoch["batches"])
@@ -115,6 +122,27 @@ def run(config, args, data) -> dict:
     del model
     gc.collect()
     return out
+
+
+def paired(args, x, y) -> list[float]:
+    """Median-ready ratios of in-step Taylor steps over plain steps, pair by pair."""
+    plain, accumulating = make(args), make(args)
+    importance = tcp.TrainStepSaliency("taylor")
+    importance.build(scoring_context(accumulating, None, LOSS, caller="benchmark"))
+    ratios = []
+    for pair in range(args.pairs + 2):
+        i = pair % args.steps
+        xb, yb = x[i * args.batch : (i + 1) * args.batch], y[i * args.batch : (i + 1) * args.batch]
+        times = []
+        for model in (plain, accumulating) if pair % 2 else (accumulating, plain):
+            start = time.perf_counter()
+            float(model.train_on_batch(xb, yb))
+            times.append(time.perf_counter() - start)
+        if pair >= 2:  # the first two pairs trace and warm up
+            ratios.append(times[1] / times[0] if pair % 2 else times[0] / times[1])
+    assert importance.num_examples > 0
+    importance.release()
+    return ratios
 
 
 def summarise(reps, args) -> dict:
@@ -161,6 +189,10 @@ def report(summary, reps, args, load) -> str:
         f"**{med['events']:.2f}** | <= 1.3 |",
         f"| **accumulation only / plain epoch** | {row(ratio['accumulation'])} | "
         f"**{med['accumulation']:.2f}** | <= 1.05 |",
+        f"| **accumulation, paired steps** ({len(summary['pair_ratios'])} pairs; quartiles "
+        f"{np.percentile(summary['pair_ratios'], 25):.2f}, "
+        f"{np.percentile(summary['pair_ratios'], 75):.2f}) | | "
+        f"**{np.median(summary['pair_ratios']):.3f}** | <= 1.05 |",
         f"| **epoch boundary, steps** (events run) | {row(bound['events'])} | "
         f"**{summary['boundary_steps_median']['events']:.2f}** | <= 0.1 |",
         f"| epoch boundary, steps (accumulation run) | {row(bound['accumulation'])} | "
@@ -182,6 +214,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per epoch")
     parser.add_argument("--every", type=int, default=10, help="steps between events")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=20, help="paired steps (0: none)")
     parser.add_argument("--out", default="train_step")
     args = parser.parse_args()
     start, load = time.time(), [os.getloadavg()[0]]
@@ -196,8 +229,10 @@ def main() -> None:
         reps.append({c: run(c, args, data) for c in order})
         walls = ", ".join(f"{c} {reps[-1][c]['wall']:.1f} s" for c in CONFIGS)
         print(f"repetition {rep + 1}: {walls} (load {os.getloadavg()[0]:.1f})", flush=True)
+    pair_ratios = paired(args, x, y) if args.pairs else [float("nan")]
+    print(f"paired steps: median ratio {np.median(pair_ratios):.3f}", flush=True)
     load.append(os.getloadavg()[0])
-    summary = summarise(reps, args)
+    summary = {**summarise(reps, args), "pair_ratios": pair_ratios}
     text = report(summary, reps, args, load)
     print("\n" + text + f"\n\n({time.time() - start:.0f} s)")
     payload = {**summary, "repetitions": reps, "load_average": load, "args": vars(args),

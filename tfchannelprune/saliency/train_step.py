@@ -2,9 +2,10 @@
 
 Molchanov et al. (arXiv:1611.06440) accumulate the criterion "over the minibatches" of
 fine-tuning between two removals; Theis et al. (arXiv:1801.05787) the Fisher signal over the N
-training steps between prunes. No calibration pass is needed: while installed (a training-step hook,
-``_keras.add_train_step_hook``), the model's train step runs inside ``record_gate_inputs`` with
-every gate input passed through an identity whose custom gradient keeps, per example, ``s = -sum_hw a * dL/da`` at that gate.
+training steps between prunes. No calibration pass is needed: while installed (a training-step
+hook, ``_keras.add_train_step_hook``), the model's train step runs inside ``record_gate_inputs``
+with every gate input passed through an identity whose custom gradient keeps, per example,
+``s = -sum_hw a * dL/da`` at that gate.
 Keras's own backward pass (the one that updates the weights) computes it; nothing is
 differentiated twice. After the step, the gates of each channel are summed into ``d =
 -dl_n/dm`` (one shared mask per channel, ``saliency.mask_delta``) and the running sums of d,
@@ -78,6 +79,7 @@ class TrainStepSaliency(Importance):
             )
         mask_delta.check_plan(self.signal)
         self.model = None
+        self._handle = None  # of the training-step hook while installed
         self._sums = None  # (4, channels of every group) float64 running sums, one variable
         self._columns: dict[str, tuple[int, int]] = {}  # group -> its columns in the sums
 

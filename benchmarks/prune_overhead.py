@@ -4,7 +4,7 @@ ResNet-8 as in the issue: a 16-channel 3x3 stem conv with BatchNorm, three resid
 16/32/64 channels (two 3x3 convs with BatchNorm each; a 1x1 projection with BatchNorm where the
 shape changes), global average pooling and a Dense classifier; MNIST digits 28x28 (the bundled
 subset), untrained weights (the overhead does not depend on them). ``prune(model, (x[:640],
-y[:640]), loss, target_macs=0.25, rounds=10, signal=..., optimizer=Adam(1e-3),
+y[:640]), loss=loss, target_macs=0.25, rounds=10, signal=..., optimizer=Adam(1e-3),
 fine_tune_data=(x[:128], y[:128]), fine_tune_epochs=1)``: the overhead is the wall clock minus
 the fine-tuning fits (wrapping, scoring, selection, compaction, the optimizer's slots carried
 through it). Each signal is timed ``--reps`` times, alternating; the phases are timed by
@@ -82,7 +82,7 @@ def one_run(signal, x, y) -> dict:
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     TIMES.clear()
     start = time.perf_counter()
-    result = tcp.prune(model, (x[:640], y[:640]), loss, target_macs=0.25, rounds=10,
+    result = tcp.prune(model, (x[:640], y[:640]), loss=loss, target_macs=0.25, rounds=10,
                        signal=signal, optimizer=keras.optimizers.Adam(1e-3),
                        fine_tune_data=(x[:128], y[:128]), fine_tune_epochs=1,
                        fit_kwargs={"batch_size": 64}, verbose=0)  # fmt: skip

@@ -1,23 +1,41 @@
-"""Issue 13: cost of accumulating Taylor/Fisher inside fit's training step, and of an event.
+"""Issue 18: what in-step Taylor pruning costs whole epochs of ``fit``, against a plain fit.
 
-ResNet50 (weights=None, 96x96x3, 10 classes), wrapped, SGD, batch 16, random data. Two copies
-of the same wrapped model are trained side by side, one ``train_on_batch`` step each in turn
-(same batch): one plain, one with ``TrainStepSaliency("fisher")`` installed (its train
-function is built once). The ratio is taken pair by pair (neighbouring steps see the same
-machine load) and its median reported; the first two pairs (tracing) are left out. Then a ``ChannelPruning(signal="fisher", frequency="step", ...)`` run on
-the accumulating copy times each pruning event (scoring the sums, greedy selection with
-MACs recomputed after each removal, writing the gates) against the median training step.
+ResNet50 (weights=None, ``--size`` px, 10 classes), wrapped, SGD(1e-3), batch ``--batch``,
+random data (a repeated ``tf.data.Dataset`` with ``steps_per_epoch``: with NumPy input Keras
+re-creates its data iterator at every epoch start, which stalled for up to 7 s under load in
+plain fits as much as in pruned ones), ``--steps`` steps per epoch, two epochs per ``fit``. The SECOND epoch of each fit
+is timed, wall clock, from ``on_epoch_begin`` (a timer callback before the pruning callback)
+to ``on_epoch_end`` (a timer callback after it); every batch is timed the same way (its loss
+read, so the step has finished). Three configurations, each on a fresh model, run one after
+the other in each of ``--reps`` repetitions, in an order rotated at each repetition
+(interleaved: neighbouring runs see the same load):
 
-Usage: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/train_step.py [--chunks 4 --steps 6]
-(``--chunks 0`` times the events only and keeps the step ratios already in the JSON.)
-Writes benchmarks/results/train_step.json and train_step.md. The machine is a shared 2-core
-CPU: timings are noisy, so the ratio is taken step by step between neighbours.
+* ``plain``: the wrapped model, no callback;
+* ``accumulation``: ``ChannelPruning(signal="taylor", target_macs=0.5, frequency="step",
+  prune_every=10**9)``, in-step Taylor accumulated, no event in the run;
+* ``events``: ``ChannelPruning(signal="taylor", target_macs=0.5, frequency="step",
+  prune_every=--every)`` without calibration data: an event every ``--every`` steps.
+
+Whole epochs run one after the other drift with the machine's load (the median step of a run
+moved by up to 40% between neighbouring runs at load 8-10), so the accumulation overhead is
+also measured pair by pair: two copies of the model, one with in-step Taylor installed,
+``train_on_batch`` in turn on the same batch for ``--pairs`` pairs after two warm-up pairs,
+the median ratio reported (the method of the earlier benchmark).
+
+Printed: the epoch ratios against the plain epoch of the same repetition (goals: events
+<= 1.3x, accumulation <= 1.05x), the paired-step accumulation ratio, the epoch-boundary cost (epoch wall minus the time inside the
+batches, minus the same for plain, in plain steps; goal <= 0.1) and the cost of each event (its
+batch minus the median batch of the same epoch, in plain steps).
+
+Usage: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/train_step.py [--size 64 --steps 20 --reps 3]
+(64 px by default: nine fits of two epochs fit in about 10 minutes on the loaded 2-core CPU.)
+Writes benchmarks/results/train_step.json and train_step.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import gc
 import os
 import time
 
@@ -25,24 +43,48 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from _results import write_results  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
 from tfchannelprune.saliency.importance import scoring_context  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+CONFIGS = ("plain", "accumulation", "events")
 
 
-class StepTimer(keras.callbacks.Callback):
+class Clock:
+    """Two callbacks around the others: ``begin`` first in the list, ``end`` last."""
+
     def __init__(self):
-        super().__init__()
-        self.times: list[float] = []
+        self.epochs: list[dict] = []
+        clock = self
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
+        class Begin(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                clock.epochs.append({"start": time.perf_counter(), "batches": []})
 
-    def on_train_batch_end(self, batch, logs=None):
-        float(logs["loss"])  # wait for the step
-        self.times.append(time.perf_counter() - self._start)
+            def on_train_batch_begin(self, batch, logs=None):
+                clock._batch = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                clock._end = time.perf_counter()
+
+        class End(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                epoch = clock.epochs[-1]
+                epoch["callbacks_at_begin"] = time.perf_counter() - epoch["start"]
+
+            def on_train_batch_end(self, batch, logs=None):
+                float(logs["loss"])  # the step has finished
+                clock.epochs[-1]["batches"].append(time.perf_counter() - clock._batch)
+
+            def on_epoch_end(self, epoch, logs=None):
+                epoch, now = clock.epochs[-1], time.perf_counter()
+                epoch["wall"] = now - epoch["start"]
+                epoch["callbacks_at_end"] = now - clock._end
+
+        self.begin, self.end = Begin(), End()
 
 
 def make(args):
@@ -54,110 +96,148 @@ def make(args):
     return gated
 
 
+def run(config, args, data) -> dict:
+    model = make(args)
+    clock = Clock()
+    middle = []
+    if config != "plain":
+        every = args.every if config == "events" else 10**9
+        pruning = tcp.ChannelPruning(signal="taylor", target_macs=0.5, frequency="step",
+                                     prune_every=every, verbose=0)  # fmt: skip
+        middle = [pruning]
+    model.fit(data, epochs=2, steps_per_epoch=args.steps, shuffle=False, verbose=0,
+              callbacks=[clock.begin, *middle, clock.end])  # fmt: skip
+    epoch = clock.epochs[1]
+    batches = np.array(epoch["batches"])
+    out = {"wall": epoch["wall"], "batches": batches.tolist(),
+           "outside_batches": epoch["wall"] - float(batches.sum()),
+           "callbacks_at_boundary": epoch["callbacks_at_begin"] + epoch["callbacks_at_end"]}  # fmt: skip
+    if config == "events":
+        at = [i for i in range(len(batches)) if (args.steps + i + 1) % args.every == 0]
+        rest = np.delete(batches, at)
+        out["event_batches"] = at
+        out["event_s"] = (batches[at] - np.median(rest)).tolist()
+        out["events_in_run"] = len(pruning.history)
+        out["channels_removed"] = [r["channels_removed_now"] for r in pruning.history]
+    del model
+    gc.collect()
+    return out
+
+
+def paired(args, x, y) -> list[float]:
+    """Median-ready ratios of in-step Taylor steps over plain steps, pair by pair."""
+    plain, accumulating = make(args), make(args)
+    importance = tcp.TrainStepSaliency("taylor")
+    importance.build(scoring_context(accumulating, None, LOSS, caller="benchmark"))
+    ratios = []
+    for pair in range(args.pairs + 2):
+        i = pair % args.steps
+        xb, yb = x[i * args.batch : (i + 1) * args.batch], y[i * args.batch : (i + 1) * args.batch]
+        times = []
+        for model in (plain, accumulating) if pair % 2 else (accumulating, plain):
+            start = time.perf_counter()
+            float(model.train_on_batch(xb, yb))
+            times.append(time.perf_counter() - start)
+        if pair >= 2:  # the first two pairs trace and warm up
+            ratios.append(times[1] / times[0] if pair % 2 else times[0] / times[1])
+    assert importance.num_examples > 0
+    importance.release()
+    return ratios
+
+
+def summarise(reps, args) -> dict:
+    ratios = {c: [r[c]["wall"] / r["plain"]["wall"] for r in reps] for c in CONFIGS[1:]}
+    steps = [float(np.median(r["plain"]["batches"])) for r in reps]
+    boundary = {
+        c: [(r[c]["outside_batches"] - r["plain"]["outside_batches"]) / s
+            for r, s in zip(reps, steps)]
+        for c in CONFIGS[1:]
+    }  # fmt: skip
+    own = {c: [r[c]["callbacks_at_boundary"] / s for r, s in zip(reps, steps)] for c in CONFIGS}
+    events = [e / s for r, s in zip(reps, steps) for e in r["events"]["event_s"]]
+    return {
+        "ratio": ratios,
+        "ratio_median": {c: float(np.median(v)) for c, v in ratios.items()},
+        "plain_step_s": steps,
+        "boundary_steps": boundary,
+        "boundary_steps_median": {c: float(np.median(v)) for c, v in boundary.items()},
+        "callbacks_at_boundary_steps": own,
+        "event_steps": events,
+        "event_steps_median": float(np.median(events)),
+    }
+
+
+def report(summary, reps, args, load) -> str:
+    ratio, med = summary["ratio"], summary["ratio_median"]
+    bound = summary["boundary_steps"]
+
+    def row(values, fmt="{:.2f}"):
+        return ", ".join(fmt.format(v) for v in values)
+
+    lines = [
+        f"ResNet50 weights=None {args.size}x{args.size}, batch {args.batch}, wrapped, SGD, "
+        f"random data (repeated dataset), {args.steps} steps per epoch; the second epoch of "
+        f"each fit timed wall "
+        f"clock; {args.reps} interleaved repetitions; shared 2-core CPU, load average "
+        f"{load[0]:.1f} at the start, {load[1]:.1f} at the end.",
+        "",
+        "| | per repetition | median | goal |",
+        "|---|---|---|---|",
+        f"| plain epoch, s | {row([r['plain']['wall'] for r in reps], '{:.1f}')} | | |",
+        f"| plain step (median), s | {row(summary['plain_step_s'], '{:.3f}')} | | |",
+        f"| **events every {args.every} steps / plain epoch** | {row(ratio['events'])} | "
+        f"**{med['events']:.2f}** | <= 1.3 |",
+        f"| **accumulation only / plain epoch** | {row(ratio['accumulation'])} | "
+        f"**{med['accumulation']:.2f}** | <= 1.05 |",
+        f"| **accumulation, paired steps** ({len(summary['pair_ratios'])} pairs; quartiles "
+        f"{np.percentile(summary['pair_ratios'], 25):.2f}, "
+        f"{np.percentile(summary['pair_ratios'], 75):.2f}) | | "
+        f"**{np.median(summary['pair_ratios']):.3f}** | <= 1.05 |",
+        f"| **epoch boundary, steps** (events run) | {row(bound['events'])} | "
+        f"**{summary['boundary_steps_median']['events']:.2f}** | <= 0.1 |",
+        f"| epoch boundary, steps (accumulation run) | {row(bound['accumulation'])} | "
+        f"{summary['boundary_steps_median']['accumulation']:.2f} | |",
+        f"| **pruning callback's own epoch begin + end, steps** | "
+        f"{row(summary['callbacks_at_boundary_steps']['events'], '{:.4f}')} | "
+        f"**{np.median(summary['callbacks_at_boundary_steps']['events']):.4f}** | <= 0.1 |",
+        f"| **one event, steps** | {row(summary['event_steps'])} | "
+        f"**{summary['event_steps_median']:.2f}** | about 1 |",
+        f"| channels removed per event | {reps[0]['events']['channels_removed']} | | |",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=6, help="batches of data; steps per event")
-    parser.add_argument("--chunks", type=int, default=30, help="timed pairs of steps")
-    parser.add_argument("--events", type=int, default=3)
-    parser.add_argument("--event-signal", default="fisher", help="criterion of the events")
+    parser.add_argument("--steps", type=int, default=20, help="steps per epoch")
+    parser.add_argument("--every", type=int, default=10, help="steps between events")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=20, help="paired steps (0: none)")
     parser.add_argument("--out", default="train_step")
     args = parser.parse_args()
-    start = time.time()
+    start, load = time.time(), [os.getloadavg()[0]]
     rng = np.random.default_rng(0)
     n = args.batch * args.steps
     x = rng.normal(size=(n, args.size, args.size, 3)).astype("float32")
     y = rng.integers(0, 10, n)
-    plain, accumulating = make(args), make(args)
-    importance = tcp.TrainStepSaliency("fisher")
-    importance.build(scoring_context(accumulating, None, LOSS, caller="benchmark"))
-    per_chunk = {"plain": [], "accumulating": []}
-    for pair in range(args.chunks + 2 if args.chunks else 0):  # steps alternate, pair by pair
-        i = pair % args.steps
-        xb, yb = x[i * args.batch : (i + 1) * args.batch], y[i * args.batch : (i + 1) * args.batch]
-        for name, model in (("plain", plain), ("accumulating", accumulating)):
-            t0 = time.perf_counter()
-            float(model.train_on_batch(xb, yb))
-            if pair >= 2:  # the first two pairs trace and warm up
-                per_chunk[name].append(time.perf_counter() - t0)
-        if pair >= 2 and (pair - 1) % 6 == 0:
-            r = np.array(per_chunk["accumulating"]) / np.array(per_chunk["plain"])
-            print(f"pair {pair - 1}: plain {per_chunk['plain'][-1]:.3f} s, accumulating "
-                  f"{per_chunk['accumulating'][-1]:.3f} s, median ratio so far "
-                  f"{np.median(r):.3f}", flush=True)  # fmt: skip
-    assert not args.chunks or importance.num_examples > 0
-    ratios = np.array(per_chunk["accumulating"]) / np.array(per_chunk["plain"])
-    importance.release()
-    out_dir = os.path.join(os.path.dirname(__file__), "results")
-    json_path = os.path.join(out_dir, f"{args.out}.json")
-    previous = json.load(open(json_path)) if os.path.exists(json_path) else {}
-    if args.chunks:  # written now, so that a later part failing does not lose it
-        previous.update({"plain_step_s": per_chunk["plain"],
-                         "accumulating_step_s": per_chunk["accumulating"],
-                         "overhead_ratio_per_chunk": ratios.tolist(),
-                         "overhead_ratio_median": float(np.median(ratios))})  # fmt: skip
-        with open(json_path, "w") as f:
-            json.dump(previous, f, indent=2)
-    per_chunk = {k: previous.get(f"{k}_step_s", []) for k in ("plain", "accumulating")}
-    ratios = np.array(previous.get("overhead_ratio_per_chunk", []))
-
-    # pruning events on the accumulating copy: one every `steps` steps, 1% of channels each
-    pruning = tcp.ChannelPruning(signal=args.event_signal, target_macs=0.5, frequency="step",
-                                 prune_every=args.steps, verbose=0)  # fmt: skip
-    event_times: list[float] = []
-    original_event = pruning._event
-
-    def timed_event(*a, **k):
-        t0 = time.perf_counter()
-        original_event(*a, **k)
-        event_times.append(time.perf_counter() - t0)
-
-    pruning._event = timed_event
-    timer = StepTimer()
-    accumulating.fit(x, y, batch_size=args.batch, epochs=args.events + 1, shuffle=False,
-                     verbose=0, callbacks=[timer, pruning])  # fmt: skip
-    events = [t for t in event_times if t > 0]
-    step_time = float(np.median(timer.times[args.steps :]))
-    result = {
-        "model": f"ResNet50 weights=None {args.size}x{args.size}, batch {args.batch}, wrapped",
-        "plain_step_s": per_chunk["plain"],
-        "accumulating_step_s": per_chunk["accumulating"],
-        "overhead_ratio_per_chunk": ratios.tolist(),
-        "overhead_ratio_median": float(np.median(ratios)) if len(ratios) else None,
-        "event_signal": args.event_signal,
-        "event_s": events[: len(pruning.history)],
-        "events": len(pruning.history),
-        "channels_removed_per_event": [r["channels_removed_now"] for r in pruning.history],
-        "step_s_during_pruning_run": step_time,
-        "event_over_step": float(np.median(events[: len(pruning.history)]) / step_time),
-        "seconds": time.time() - start,
-    }
-    lines = [
-        f"{result['model']}, SGD, random data; shared 2-core CPU (noisy): {len(ratios)} pairs "
-        f"of alternating steps (same batch) after two warm-up pairs.",
-        "",
-        "| | value |",
-        "|---|---|",
-        f"| plain wrapped step, median s | {np.median(per_chunk['plain']):.3f} |",
-        f"| with in-step Fisher accumulation, median s | "
-        f"{np.median(per_chunk['accumulating']):.3f} |",
-        f"| pair ratio quartiles (25%, 75%) | {np.percentile(ratios, 25):.3f}, "
-        f"{np.percentile(ratios, 75):.3f} |",
-        f"| ratio of the median step times | "
-        f"{np.median(per_chunk['accumulating']) / np.median(per_chunk['plain']):.3f} |",
-        f"| **median pair ratio** (goal <= 1.15) | **{np.median(ratios):.3f}** |",
-        f"| pruning event ({args.event_signal}: score + select + gates), s | "
-        f"{', '.join(f'{t:.3f}' for t in result['event_s'])} |",
-        f"| channels removed per event | {result['channels_removed_per_event']} |",
-        f"| **event / training step** (goal about 1) | **{result['event_over_step']:.2f}** |",
-    ]
-    text = "\n".join(lines)
-    print("\n" + text + f"\n\n({result['seconds']:.0f} s)")
-    with open(os.path.join(out_dir, f"{args.out}.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(out_dir, f"{args.out}.json"), "w") as f:
-        json.dump({**result, "args": vars(args)}, f, indent=2)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).repeat()
+    reps = []
+    for rep in range(args.reps):
+        order = CONFIGS[rep % 3 :] + CONFIGS[: rep % 3]
+        reps.append({c: run(c, args, data) for c in order})
+        walls = ", ".join(f"{c} {reps[-1][c]['wall']:.1f} s" for c in CONFIGS)
+        print(f"repetition {rep + 1}: {walls} (load {os.getloadavg()[0]:.1f})", flush=True)
+    pair_ratios = paired(args, x, y) if args.pairs else [float("nan")]
+    print(f"paired steps: median ratio {np.median(pair_ratios):.3f}", flush=True)
+    load.append(os.getloadavg()[0])
+    summary = {**summarise(reps, args), "pair_ratios": pair_ratios}
+    text = report(summary, reps, args, load)
+    print("\n" + text + f"\n\n({time.time() - start:.0f} s)")
+    payload = {**summary, "repetitions": reps, "load_average": load, "args": vars(args),
+               "seconds": time.time() - start}  # fmt: skip
+    write_results(args.out, text, payload)
 
 
 if __name__ == "__main__":

@@ -308,3 +308,55 @@ def test_calibration_passes_are_traced_once_per_fit(monkeypatch):
     assert len(built) == 2  # the callback's own accumulator was reused
     for group, scores in cached.items():
         np.testing.assert_allclose(reused[group], scores, rtol=1e-6)
+
+
+@pytest.mark.parametrize("pruning_first", [True, False])
+def test_in_step_taylor_and_dead_monitor_in_one_fit(pruning_first):
+    # both hook the training step through the one installer: each sees every step, and at
+    # the end the model has its own train step back, whichever callback ends first
+    x, y = tiny_data()
+    gated = gated_model()
+    pruning = tcp.ChannelPruning(signal="taylor", target_macs=0.5, frequency="step",
+                                 prune_every=2, verbose=0)  # fmt: skip
+    monitor = tcp.DeadChannelMonitor()
+    accumulated = []
+    spy = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: accumulated.append(
+            pruning.importance.num_examples
+        )
+    )
+    callbacks = [spy, pruning, monitor] if pruning_first else [monitor, spy, pruning]
+    gated.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=callbacks)
+    assert max(accumulated) >= 16  # Taylor's sums grew inside the steps
+    assert pruning.history and sum(r["channels_removed_now"] for r in pruning.history) > 0
+    assert [r["epoch"] for r in monitor.history] == [0, 1]
+    assert monitor.report.num_examples == len(x)  # the monitor saw every example of the epoch
+    assert "train_step" not in vars(gated) and gated.train_function is None
+    # a plain fit afterwards feeds neither of them
+    before = pruning.importance.num_examples
+    gated.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert pruning.importance.num_examples == before
+    assert "train_step" not in vars(gated)
+
+
+def test_slots_cut_without_a_model_equal_the_compact_ones():
+    # prune() slices the optimizer's slots with the rules' cuts directly; the former way put
+    # them in the variables and compacted the model once per slot
+    from tfchannelprune.prune import optimizer_state
+
+    model = zoo.randomize(zoo.resnet_style((8, 8, 3)), seed=4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSS)
+    x, y = zoo.labelled_data(model, 32, 0)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    slots = optimizer_state.optimizer_slots(model.optimizer, model)
+    gated = tcp.wrap(model)
+    graph = tcp.ChannelGraph(gated)
+    tcp.set_kept_channels(gated, zoo.random_plan(graph, seed=1), graph=graph)
+    small = tcp.compact(gated, graph=graph)
+    direct = optimizer_state.sliced_slots(gated, slots, graph, small)
+    through_models = optimizer_state.sliced_slots(gated, slots, graph)
+    assert set(direct) == set(through_models) == set(slots)
+    for name in slots:
+        assert set(direct[name]) == set(through_models[name])
+        for path, value in through_models[name].items():
+            np.testing.assert_array_equal(direct[name][path], value, err_msg=f"{name} {path}")

@@ -137,3 +137,73 @@ def test_few_top_level_modules():
 def test_library_file_is_small(module):
     lines = MODULES[module].read_text().count("\n")
     assert lines <= MAX_LINES, f"{MODULES[module]} has {lines} lines (limit {MAX_LINES})"
+
+
+# Keras's training loop and private attributes: only tfchannelprune/_keras may touch them
+# (issue 20: one training-step hook installer, ``_keras.add_train_step_hook``).
+TRAINING_LOOP = {
+    "train_step", "test_step", "predict_step", "make_train_function", "make_test_function",
+    "make_predict_function", "train_function", "test_function", "predict_function",
+}  # fmt: skip
+KERAS_PRIVATE = {
+    "_loss_tracker", "_inbound_nodes", "_outbound_nodes", "_keras_history", "_keras_mask",
+    "_build_shapes_dict", "_inputs_struct", "_outputs_struct", "_functional",
+    "_nodes_by_depth", "_operations", "_layers", "_tracker", "_self_tracked_trackables",
+    "_compile_config", "_compile_loss", "_compile_metrics", "_metrics", "_jit_compile",
+    "_distribute_strategy", "_trainable_variables", "_non_trainable_variables",
+    "_called", "_call_signature", "_auto_track_sub_layers", "_eval_epoch_iterator",
+}  # fmt: skip
+_REFLECTION = {"getattr", "setattr", "hasattr", "delattr"}
+
+
+def _keras_internals(source: str, filename: str = "<string>") -> list[str]:
+    """Where ``source`` touches the training loop or a Keras private attribute: attribute
+    access on anything but ``self``/``cls`` (a class may name its own method ``train_step``),
+    reflection with the name as a string, or ``"train_step" in vars(model)``-style tests."""
+    found = []
+    tree = ast.parse(source, filename)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in TRAINING_LOOP | KERAS_PRIVATE:
+            own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+            if not own or node.attr in KERAS_PRIVATE:
+                found.append(f"{filename}:{node.lineno}: .{node.attr}")
+        strings = []
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in _REFLECTION:
+            strings = node.args[1:2]
+        elif isinstance(node, ast.Subscript):
+            strings = [node.slice]
+        elif isinstance(node, ast.Compare):
+            strings = [node.left, *node.comparators]
+        for s in strings:
+            if isinstance(s, ast.Constant) and s.value in TRAINING_LOOP | KERAS_PRIVATE:
+                found.append(f"{filename}:{node.lineno}: {s.value!r}")
+    return found
+
+
+def test_only_keras_package_touches_training_loop_and_private_attributes():
+    found = []
+    for module, path in MODULES.items():
+        if _area(module) != "_keras":
+            found += _keras_internals(path.read_text(), str(path.relative_to(ROOT.parent)))
+    assert not found, "go through tfchannelprune._keras (add_train_step_hook ...): " + str(found)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "model.train_step = step",
+        "del self.model.train_step",
+        "model.make_train_function(force=True)",
+        "model.train_function = None",
+        "getattr(model, '_loss_tracker', None)",
+        "if 'train_step' in vars(model): pass",
+        "self._keras_history",
+        "node = t._keras_history.operation",
+    ],
+)
+def test_training_loop_rule_sees_each_way_of_touching(source):
+    assert _keras_internals(source)
+
+
+def test_training_loop_rule_allows_a_class_its_own_train_step():
+    assert not _keras_internals("hook = lambda step: self.train_step\nself.graph._name")

@@ -72,9 +72,9 @@ def test_train_step_is_traced_once_across_events():
     traces = []
     original = TrainStepSaliency._train_step
 
-    def counting(self, data):
+    def counting(self, step, data):
         traces.append(1)  # Python runs only while tracing
-        return original(self, data)
+        return original(self, step, data)
 
     TrainStepSaliency._train_step = counting
     try:
@@ -183,10 +183,64 @@ def test_mirrored_replicas_sum_to_one_device():
         print("RESULT", n1, n2, float(np.max(np.abs(a - b) / (np.abs(a) + 1e-12))))
         """
     )
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.path.dirname(here)])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300)  # fmt: skip
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
     assert lines, out.stderr[-3000:]
     n1, n2, diff = lines[0].split()[1:]
     assert n1 == n2 == "32" and float(diff) < 1e-4
+
+
+def test_hooks_stack_and_each_removes_only_its_own():
+    from tfchannelprune import _keras
+
+    x, y = zoo.tiny_digits(32)
+    gated = gated_model()
+
+    def marking(key):
+        def hook(step):
+            def hooked(data):
+                logs = dict(step(data))
+                logs[key] = tf.constant(1.0)
+                return logs
+
+            return hooked
+
+        return hook
+
+    a = _keras.add_train_step_hook(gated, marking("a"))
+    b = _keras.add_train_step_hook(gated, marking("b"))
+    assert _keras.has_train_step_hook(gated, a) and _keras.has_train_step_hook(gated, b)
+    logs = gated.fit(x, y, epochs=1, batch_size=16, verbose=0).history
+    assert {"a", "b"} <= set(logs)
+    _keras.remove_train_step_hook(gated, a)  # the first one added goes first: b stays
+    logs = gated.fit(x, y, epochs=1, batch_size=16, verbose=0).history
+    assert "b" in logs and "a" not in logs
+    _keras.remove_train_step_hook(gated, a)  # removing it again changes nothing
+    assert _keras.has_train_step_hook(gated, b)
+    _keras.remove_train_step_hook(gated, b)
+    assert "train_step" not in vars(gated)
+    logs = gated.fit(x, y, epochs=1, batch_size=16, verbose=0).history
+    assert not {"a", "b"} & set(logs)
+
+
+def test_hooks_keep_a_train_step_the_user_set_on_the_instance():
+    from tfchannelprune import _keras
+
+    x, y = zoo.tiny_digits(32)
+    gated = gated_model()
+    calls = []
+    own = gated.train_step
+
+    def users_step(data):
+        calls.append(1)  # Python runs while tracing
+        return own(data)
+
+    gated.train_step = users_step
+    handle = _keras.add_train_step_hook(gated, lambda step: step)
+    gated.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert calls  # the hook wrapped the user's step, not the class's
+    _keras.remove_train_step_hook(gated, handle)
+    assert vars(gated)["train_step"] is users_step

@@ -6,7 +6,8 @@
   with the same nesting, letting the caller replace layers and insert layers after any output;
 * ``nodes``: a call's arguments (``node_kwargs``, ``node_constant_args``), replaying one call
   (``call_node``), weights by name, ``keras.ops`` operation classes;
-* ``training``: a replacement ``train_step`` for ``fit`` and Keras's loss tracker.
+* ``training``: the one installer of training-step hooks (``add_train_step_hook``, stacked,
+  each removed on its own) and Keras's loss tracker.
 """
 
 from tfchannelprune._keras.graph import (
@@ -26,7 +27,9 @@ from tfchannelprune._keras.nodes import (
     node_kwargs,
     operation_class,
     set_weights_by_name,
+    weight_shapes_only,
     weights_by_name,
+    weights_replaced,
 )
 from tfchannelprune._keras.rebuild import (
     AfterFn,
@@ -37,15 +40,18 @@ from tfchannelprune._keras.rebuild import (
     rebuild,
 )
 from tfchannelprune._keras.training import (
-    install_train_step,
+    HookHandle,
+    add_train_step_hook,
+    has_train_step_hook,
     loss_tracker,
-    restore_train_step,
+    remove_train_step_hook,
 )
 
 __all__ = [
-    "AfterFn", "BuiltFn", "FlatGraph", "FlatNode", "LayerFn", "call_node", "check_backend",
-    "clone_layer", "clone_operation", "flatten_graph", "functional_view", "input_values",
-    "install_train_step", "is_model", "loss_tracker", "node_args", "node_constant_args",
-    "node_kwargs", "nodes_in_order", "operation_class", "rebuild", "restore_train_step",
-    "set_weights_by_name", "weights_by_name",
+    "AfterFn", "BuiltFn", "FlatGraph", "FlatNode", "HookHandle", "LayerFn",
+    "add_train_step_hook", "call_node", "check_backend", "clone_layer", "clone_operation",
+    "flatten_graph", "functional_view", "has_train_step_hook", "input_values", "is_model",
+    "loss_tracker", "node_args", "node_constant_args", "node_kwargs", "nodes_in_order",
+    "operation_class", "rebuild", "remove_train_step_hook", "set_weights_by_name",
+    "weight_shapes_only", "weights_by_name", "weights_replaced",
 ]  # fmt: skip

@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 
 import keras
+import numpy as np
 from keras import tree
+
+_STAND_INS: contextvars.ContextVar = contextvars.ContextVar(
+    "tfchannelprune_weight_stand_ins", default=None
+)
 
 
 def weights_by_name(layer) -> dict[str, Any]:
+    """{weight name: value as a NumPy array}; inside ``weights_replaced(fn)``, ``fn(variable)``
+    instead (nothing read from the variables)."""
+    stand_in = _STAND_INS.get()
+    if stand_in is not None:
+        return {v.name: stand_in(v) for v in layer.weights}
     return {v.name: v.numpy() for v in layer.weights}
+
+
+@contextlib.contextmanager
+def weights_replaced(fn):
+    """Within the context ``weights_by_name`` gives ``fn(variable)`` for each weight, so that a
+    rule's ``cut`` slices other arrays shaped like the weights (optimizer slots)."""
+    token = _STAND_INS.set(fn)
+    try:
+        yield
+    finally:
+        _STAND_INS.reset(token)
+
+
+def weight_shapes_only():
+    """``weights_replaced`` with read-only zero stand-ins: a rule's ``cut`` then gives the cut
+    shapes (what counting parameters needs) without copying the weights."""
+    return weights_replaced(lambda v: np.broadcast_to(np.zeros((), v.dtype), v.shape))
 
 
 def set_weights_by_name(layer, values: dict[str, Any]) -> None:

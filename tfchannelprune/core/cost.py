@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from tfchannelprune import _keras
 from tfchannelprune.core import rules
 from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.gate import ChannelGate
@@ -26,9 +27,32 @@ def _graph_and_masks(model, plan=None):
     return graph, keep_masks(graph, plan)
 
 
+def _channel_counts(graph, tensor) -> tuple[int, dict[str, np.ndarray]]:
+    """(width, {group: positions each of its channels holds on the tensor's channel axis}),
+    computed once per tensor of the graph."""
+    memo = graph.memo.setdefault("channel_counts", {})
+    if tensor not in memo:
+        layout = graph.layout_of(tensor)
+        counts: dict[str, np.ndarray] = {}
+        for name, _, ch in graph.segments(layout):
+            c = np.bincount(ch, minlength=graph.group(name).size)
+            counts[name] = counts[name] + c if name in counts else c
+        memo[tensor] = (len(layout), counts)
+    return memo[tensor]
+
+
+def _kept_width(graph, tensor, masks) -> int:
+    """Positions of a tensor's channel axis whose channel ``masks`` keeps."""
+    width, counts = _channel_counts(graph, tensor)
+    for name, c in counts.items():
+        mask = masks.get(name)
+        if mask is not None:
+            width -= int(c.sum() - np.dot(c, mask))
+    return width
+
+
 def _widths(graph, fn, masks) -> tuple[int, int]:
-    in_keep, out_keep = node_keeps(graph, fn, masks)
-    return len(in_keep), len(out_keep)
+    return _kept_width(graph, fn.inputs[0], masks), _kept_width(graph, fn.outputs[0], masks)
 
 
 @keyword_only("per_layer", "plan")
@@ -108,16 +132,22 @@ def params_for(graph, masks, per_layer: bool = False):
     """``count_params`` with explicit {group: keep mask}."""
     result: dict[str, int] = {}
     seen: set[int] = set()
-    for fn, rule in zip(graph.flat.nodes, graph.rules):
+    cache = graph.memo.setdefault("params", {})
+    for i, (fn, rule) in enumerate(zip(graph.flat.nodes, graph.rules)):
         layer = fn.op
         if id(layer) in seen or isinstance(layer, ChannelGate) or not hasattr(layer, "weights"):
             continue
         seen.add(id(layer))
-        cut = node_cut(graph, fn, rule, masks)[2]
-        if cut is not None and cut[1] is not None:
-            result[fn.path] = int(sum(np.size(w) for w in cut[1].values()))
-        else:
-            result[fn.path] = int(layer.count_params()) if layer.built else 0
+        in_keep, out_keep = node_keeps(graph, fn, masks)
+        key = (i, in_keep.tobytes(), out_keep.tobytes())
+        if key not in cache:  # the count depends on the kept positions only
+            with _keras.weight_shapes_only():  # the cut's shapes, no weight read
+                cut = node_cut(graph, fn, rule, masks)[2]
+            if cut is not None and cut[1] is not None:
+                cache[key] = int(sum(np.size(w) for w in cut[1].values()))
+            else:
+                cache[key] = int(layer.count_params()) if layer.built else 0
+        result[fn.path] = cache[key]
     return result if per_layer else int(sum(result.values()))
 
 
@@ -158,20 +188,26 @@ def marginal_for(graph, masks) -> dict[str, float]:
 
 def _multiplicity(graph, tensor, masks, names, kept_count) -> dict[str, int]:
     """Positions that one kept channel of each group occupies on this tensor's channel axis."""
-    layout = graph.layout_of(tensor)
-    kept = graph.positions_kept(layout, masks)
-    counts: dict[str, int] = {}
-    for g, n in zip(*np.unique(layout.gid[kept], return_counts=True)):
-        name = graph._name[graph._find(int(g))]
-        if name in names and kept_count[name] > 0:
-            counts[name] = counts.get(name, 0) + int(n)
-    return {k: round(v / kept_count[k]) for k, v in counts.items()}
+    counts = {}
+    for name, c in _channel_counts(graph, tensor)[1].items():
+        if name not in names or kept_count.get(name, 0) <= 0:
+            continue
+        mask = masks.get(name)
+        held = int(c.sum() if mask is None else np.dot(c, mask))
+        if held:
+            counts[name] = round(held / kept_count[name])
+    return counts
+
+
+def _counts_macs(rule) -> bool:
+    return type(rule).macs is not rules.Rule.macs
 
 
 class MarginalCosts:
     """Total MACs and ``marginal_for`` kept up to date as channels are switched off one group
-    at a time: only the layers that read or write the changed group are recomputed, so a
-    greedy removal costs a few layers instead of a pass over the whole graph.
+    at a time: only the tensors and layers that hold the changed group are recounted (the
+    marginal costs lazily, when read), so a greedy removal costs a few layers instead of a
+    pass over the whole graph.
 
     Example:
         >>> costs = MarginalCosts(graph, masks)
@@ -182,54 +218,87 @@ class MarginalCosts:
     def __init__(self, graph, masks):
         self.graph = graph
         self._names = {g.name for g in graph.prunable_groups}
-        self._nodes = list(zip(graph.flat.nodes, graph.rules, strict=True))
-        self._touching: dict[str, list[int]] = {}
-        for i, (fn, _) in enumerate(self._nodes):
-            for tensor in (fn.inputs[0], fn.outputs[0]):
-                for name in self._groups_on(tensor):
+        self._masks = {n: np.array(m, bool) for n, m in masks.items()}
+        self._kept = {g.name: int(self._masks[g.name].sum()) if g.name in self._masks
+                      else g.size for g in graph.prunable_groups}  # fmt: skip
+        # only calls whose rules count MACs (a rule that keeps Rule.macs counts none)
+        self._nodes = [
+            (fn, rule, rules.get(fn.op))  # macs_for counts with the layer type's own rule
+            for fn, rule in zip(graph.flat.nodes, graph.rules, strict=True)
+            if _counts_macs(rule) or _counts_macs(rules.get(fn.op))
+        ]
+        self._width = {}  # tensor -> kept width
+        self._holders: dict[str, list[tuple[int, np.ndarray]]] = {}  # group -> (tensor, counts)
+        self._touching: dict[str, list[int]] = {}  # group -> nodes reading or writing it
+        for i, (fn, _, _) in enumerate(self._nodes):
+            for tensor in dict.fromkeys((fn.inputs[0], fn.outputs[0])):
+                counts = _channel_counts(graph, tensor)[1]
+                if tensor not in self._width:
+                    self._width[tensor] = _kept_width(graph, tensor, self._masks)
+                    for name, c in counts.items():
+                        self._holders.setdefault(name, []).append((tensor, c))
+                for name in counts:
                     bucket = self._touching.setdefault(name, [])
                     if not bucket or bucket[-1] != i:
                         bucket.append(i)
-        self._base = [0.0] * len(self._nodes)
-        self._saved: list[dict[str, float]] = [{} for _ in self._nodes]
-        for i in range(len(self._nodes)):
-            self._node(i, masks)
+        self._base = [self._node_macs(i) for i in range(len(self._nodes))]
+        self._total = sum(self._base)
+        self._saved: list[dict[str, int]] = [{} for _ in self._nodes]
+        self._marginal = dict.fromkeys(self._names, 0)
+        self._stale = set(range(len(self._nodes)))
 
-    def _groups_on(self, tensor) -> set[str]:
-        layout = self.graph.layout_of(tensor)
-        return {self.graph._name[self.graph._find(int(g))] for g in np.unique(layout.gid)}
+    def _node_widths(self, fn) -> tuple[int, int]:
+        return self._width[fn.inputs[0]], self._width[fn.outputs[0]]
 
-    def _node(self, i: int, masks) -> None:
-        fn, rule = self._nodes[i]
-        in_w, out_w = _widths(self.graph, fn, masks)
-        self._base[i] = float(rules.get(fn.op).macs(fn, in_w, out_w))  # as macs_for counts
+    def _node_macs(self, i: int) -> int:
+        fn, _, own = self._nodes[i]
+        return int(own.macs(fn, *self._node_widths(fn)))
+
+    def _node_saved(self, i: int) -> dict[str, int]:
+        fn, rule, _ = self._nodes[i]
+        in_w, out_w = self._node_widths(fn)
         base = rule.macs(fn, in_w, out_w)
-        self._saved[i] = {}
         if base == 0:
-            return
-        here = (self._groups_on(fn.inputs[0]) | self._groups_on(fn.outputs[0])) & self._names
-        kept = {
-            n: int(masks[n].sum()) if n in masks else self.graph.group(n).size for n in here
+            return {}
+        args = (self._masks, self._names, self._kept)
+        m_in = _multiplicity(self.graph, fn.inputs[0], *args)
+        m_out = _multiplicity(self.graph, fn.outputs[0], *args)
+        return {
+            name: int(base - rule.macs(fn, in_w - m_in.get(name, 0), out_w - m_out.get(name, 0)))
+            for name in set(m_in) | set(m_out)
         }
-        m_in = _multiplicity(self.graph, fn.inputs[0], masks, self._names, kept)
-        m_out = _multiplicity(self.graph, fn.outputs[0], masks, self._names, kept)
-        for name in set(m_in) | set(m_out):
-            smaller = rule.macs(fn, in_w - m_in.get(name, 0), out_w - m_out.get(name, 0))
-            self._saved[i][name] = float(base - smaller)
 
     def update(self, group: str, masks) -> None:
-        """Recompute the layers touching ``group`` after its mask changed."""
+        """Recount the tensors and layers holding ``group`` after its mask changed."""
+        size = self.graph.group(group).size
+        old = self._masks.get(group, np.ones(size, bool))
+        new = np.array(masks[group], bool) if group in masks else np.ones(size, bool)
+        changed = np.flatnonzero(old != new)
+        if changed.size == 0:
+            return
+        self._masks[group] = new
+        if group in self._kept:
+            self._kept[group] = int(new.sum())
+        sign = np.where(new[changed], 1, -1)
+        for tensor, counts in self._holders.get(group, []):
+            self._width[tensor] += int(np.dot(counts[changed], sign))
         for i in self._touching.get(group, []):
-            self._node(i, masks)
+            value = self._node_macs(i)
+            self._total += value - self._base[i]
+            self._base[i] = value
+            self._stale.add(i)
 
     @property
     def macs(self) -> float:
-        return float(sum(self._base))
+        return float(self._total)
 
     @property
     def marginal(self) -> dict[str, float]:
-        out = dict.fromkeys(self._names, 0.0)
-        for saved in self._saved:
-            for name, value in saved.items():
-                out[name] += value
-        return out
+        for i in self._stale:
+            for name, value in self._saved[i].items():
+                self._marginal[name] -= value
+            self._saved[i] = self._node_saved(i)
+            for name, value in self._saved[i].items():
+                self._marginal[name] += value
+        self._stale.clear()
+        return {name: float(v) for name, v in self._marginal.items()}

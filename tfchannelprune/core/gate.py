@@ -63,12 +63,22 @@ class ChannelGate(keras.layers.Layer):
 @contextlib.contextmanager
 def record_gate_inputs(fn: Callable):
     """Call ``fn(gate, x)`` on every gate input while the context is open (also when a
-    ``tf.function`` is traced inside it)."""
-    token = _RECORDER.set(fn)
+    ``tf.function`` is traced inside it). Contexts stack: inside another one, ``fn`` receives
+    what the outer callback returned, so two features can record the same pass."""
+    outer = _RECORDER.get()
+    if outer is None:
+        recorder = fn
+    else:
+
+        def recorder(gate, x):
+            return fn(gate, outer(gate, x))
+
+    token = _RECORDER.set(recorder)
     try:
         yield
     finally:
         _RECORDER.reset(token)
+
 
 def is_wrapped(model) -> bool:
     return any(isinstance(layer, ChannelGate) for layer in leaf_layers(model))

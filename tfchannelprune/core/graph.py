@@ -90,6 +90,10 @@ class ChannelGraph:
         self._block_ungated()
         self.groups = self._collect_groups()
         self._by_name = {g.name: g for g in self.groups}
+        # derived, mask-independent tables (the graph does not change once built): the
+        # features that cost, read or write masks at every pruning event cache theirs here
+        self.memo: dict = {}
+        self._segments: dict[int, tuple[Layout, list]] = {}
 
     # ----------------------------------------------------------------- public queries
     def group(self, name: str) -> ChannelGroup:
@@ -118,6 +122,10 @@ class ChannelGraph:
     @property
     def gate_paths(self) -> list[str]:
         return list(self._gate_layouts)
+
+    def gate_segments(self, gate_path: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``segments`` of a ChannelGate's layout: (group name, positions, channels)."""
+        return self.segments(self._gate_layouts[gate_path])
 
     # ----------------------------------------------------------------- union-find
     def _find(self, g: int) -> int:
@@ -349,13 +357,25 @@ class ChannelGraph:
         return groups
 
     # ----------------------------------------------------------------- keep masks
+    def segments(self, layout: Layout) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(group name, positions, channels of the group at those positions) for each group
+        on ``layout``; computed once per layout of the built graph."""
+        hit = self._segments.get(id(layout))
+        if hit is not None and hit[0] is layout:
+            return hit[1]
+        out = []
+        for g in np.unique(layout.gid):
+            pos = np.flatnonzero(layout.gid == g)
+            out.append((self._name[self._find(int(g))], pos, layout.ch[pos]))
+        self._segments[id(layout)] = (layout, out)
+        return out
+
     def positions_kept(self, layout: Layout, masks: dict[str, np.ndarray]) -> np.ndarray:
         """Indices of the positions of ``layout`` whose channel is kept under ``masks``
         (group name -> boolean mask; groups not named keep everything)."""
         keep = np.ones(len(layout), dtype=bool)
-        for g in np.unique(layout.gid):
-            name = self._name[self._find(int(g))]
-            if name in masks:
-                sel = layout.gid == g
-                keep[sel] = masks[name][layout.ch[sel]]
+        for name, pos, ch in self.segments(layout):
+            mask = masks.get(name)
+            if mask is not None:
+                keep[pos] = mask[ch]
         return np.flatnonzero(keep)

@@ -72,9 +72,9 @@ def gate_masks(graph) -> dict[str, np.ndarray]:
         ValueError: when a gate holds a value other than 0 or 1, or when the gates of one
         channel disagree (no compact model would then equal the gated one).
     """
-    gates = gate_layers(graph.model)
-    masks: dict[str, np.ndarray] = {}
-    seen: dict[str, np.ndarray] = {}
+    gates = _gates(graph)
+    low: dict[str, np.ndarray] = {}  # per channel, the lowest and highest gate value seen
+    high: dict[str, np.ndarray] = {}
     for path in graph.gate_paths:
         values = np.asarray(gates[path].gate.numpy())
         if not np.all((values == 0) | (values == 1)):
@@ -82,18 +82,30 @@ def gate_masks(graph) -> dict[str, np.ndarray]:
                 f"Gate {path!r} holds values other than 0 and 1; only 0/1 gates describe a "
                 f"smaller model. Received: values={np.unique(values)[:6].tolist()}"
             )
-        for (name, ch), v in zip(graph.gate_layout(path), values):
-            group = graph.group(name)
-            masks.setdefault(name, np.ones(group.size, dtype=bool))
-            seen.setdefault(name, np.full(group.size, -1, dtype=np.int8))
-            if seen[name][ch] not in (-1, int(v)):
-                raise ValueError(
-                    f"The gates of channel {ch} of group {name!r} disagree (one is 0, another "
-                    "1). Use set_kept_channels() to switch channels."
-                )
-            seen[name][ch] = int(v)
-            masks[name][ch] = bool(v)
+        for name, pos, ch in graph.gate_segments(path):
+            if name not in low:
+                size = graph.group(name).size
+                low[name], high[name] = np.full(size, 2, np.int8), np.full(size, -1, np.int8)
+            v = values[pos].astype(np.int8)
+            np.minimum.at(low[name], ch, v)
+            np.maximum.at(high[name], ch, v)
+    masks = {}
+    for name in low:
+        disagree = np.flatnonzero((high[name] >= 0) & (low[name] != high[name]))
+        if disagree.size:
+            raise ValueError(
+                f"The gates of channel {int(disagree[0])} of group {name!r} disagree (one is "
+                "0, another 1). Use set_kept_channels() to switch channels."
+            )
+        masks[name] = high[name] != 0
     return masks
+
+
+def _gates(graph) -> dict:
+    """{gate path: ChannelGate layer} of the graph's model, looked up once per graph."""
+    if "gate_layers" not in graph.memo:
+        graph.memo["gate_layers"] = gate_layers(graph.model)
+    return graph.memo["gate_layers"]
 
 
 def get_kept_channels(model) -> dict[str, list[int]]:
@@ -126,14 +138,19 @@ def set_kept_channels(model, plan: Mapping[str, Sequence[int]], *, graph=None) -
             "first and prune the model it returns."
         )
     masks = validate_plan(graph, plan)
-    gates = gate_layers(graph.model)
+    gates = _gates(graph)
     updates = []
     for path in graph.gate_paths:
-        values = np.array(gates[path].gate.numpy())
-        for p, (name, ch) in enumerate(graph.gate_layout(path)):
-            if name in masks:
-                values[p] = float(masks[name][ch])
-        updates.append((gates[path], values))
+        touched = [(pos, masks[name][ch]) for name, pos, ch in graph.gate_segments(path)
+                   if name in masks]  # fmt: skip
+        if not touched:
+            continue
+        old = np.asarray(gates[path].gate.numpy())
+        values = np.array(old)
+        for pos, keep in touched:
+            values[pos] = keep
+        if not np.array_equal(values, old):
+            updates.append((gates[path], values))
     for layer, values in updates:
         layer.gate.assign(values)
 

@@ -31,6 +31,35 @@ def node_cut(graph: ChannelGraph, fn, rule, masks):
     return in_keep, out_keep, None if full else rule.cut(fn.op, fn, in_keep, out_keep)
 
 
+def cut_like_weights(graph: ChannelGraph, values, masks=None) -> dict[str, np.ndarray]:
+    """Arrays shaped like the model's trainable variables (``values``: {variable path: array},
+    zeros where missing), cut as ``compact`` cuts the variables, without building a model.
+
+    Returns:
+        {variable path: cut array} for the trainable variables of the graph's layers; the
+        compact model's variables keep the paths of the layers they come from.
+    """
+    masks = keep_masks(graph, None) if masks is None else masks
+    out: dict[str, np.ndarray] = {}
+    seen: set[int] = set()
+
+    def stand_in(v):
+        return np.asarray(values[v.path]) if v.path in values else np.zeros(v.shape, v.dtype)
+
+    for fn, rule in zip(graph.flat.nodes, graph.rules):
+        layer = fn.op
+        if id(layer) in seen or not getattr(layer, "trainable_variables", None):
+            continue
+        seen.add(id(layer))
+        with _keras.weights_replaced(stand_in):
+            cut = node_cut(graph, fn, rule, masks)[2]
+            cut_values = cut[1] if cut is not None and cut[1] is not None else None
+            cut_values = cut_values or _keras.weights_by_name(layer)
+        for v in layer.trainable_variables:
+            out[v.path] = np.asarray(cut_values[v.name])
+    return out
+
+
 @keyword_only("graph", "bias_shift")
 def compact(
     model,

@@ -1,7 +1,8 @@
 """``DeadChannelMonitor``: dead and non-learning channels recorded during ``model.fit``.
 
-No extra pass over the data: the monitor puts a hook into the gates for the duration of
-``fit`` and re-traces the train function, so every train step also folds its gate inputs into
+No extra pass over the data: for the duration of ``fit`` the monitor adds a training-step hook
+(``_keras.add_train_step_hook``, stacked with the other features' hooks) that records the gate
+inputs, and the train function is re-traced once, so every train step also folds them into
 running per-channel statistics (count, mean, M2, max |a|) held in ``tf.Variable``s. At the end
 of each epoch it reads them (the channels constant over the whole epoch are dead), compares the
 channels' parameters with their values at the start of the epoch (non-learning channels) and
@@ -14,7 +15,7 @@ updates; a copy of the producers' weights per epoch.
 Caveats: the statistics are those of training-mode activations (BatchNorm with batch
 statistics, Dropout active) under weights that change during the epoch; a channel constant
 under both is dead, but for exact removal run ``find_dead_channels`` on the final model.
-Validation passes are not recorded.
+Validation passes are not recorded (only the train step carries the hook).
 
 Example:
     >>> gated = tfchannelprune.wrap(model)
@@ -70,29 +71,28 @@ class DeadChannelMonitor(keras.callbacks.Callback):
         self.tol, self.move_tol, self.verbose = tol, move_tol, verbose
         self.history: list[dict] = []
         self.report: DeadReport | None = None
-        self._context = None
+        self._handle = None
 
     def on_train_begin(self, logs=None):
         gated_model(self.model, "DeadChannelMonitor", copy=False)
         self.graph = ChannelGraph(self.model)
         self.stats = GateStatistics(self.model, self.graph)
         self._slices = non_learning.channel_parameters(self.graph)
-        self._context = record_gate_inputs(self.stats.hook)
-        self._context.__enter__()
-        _keras.install_train_step(self.model)  # traced with the hook in place
+        self._handle = _keras.add_train_step_hook(self.model, self._hook)
+
+    def _hook(self, step):
+        """The training-step hook: ``step`` with every gate input folded into the stats."""
+
+        def hooked(data):
+            with record_gate_inputs(self.stats.hook):
+                return step(data)
+
+        return hooked
 
     def on_epoch_begin(self, epoch, logs=None):
         self.stats.reset()
         self.stats.active.assign(True)
         self._start = non_learning.snapshot(self._slices)
-
-    def on_test_begin(self, logs=None):
-        if self._context is not None:
-            self.stats.active.assign(False)
-
-    def on_test_end(self, logs=None):
-        if self._context is not None:
-            self.stats.active.assign(True)
 
     def on_epoch_end(self, epoch, logs=None):
         moments = self.stats.result()
@@ -123,12 +123,10 @@ class DeadChannelMonitor(keras.callbacks.Callback):
             )
 
     def on_train_end(self, logs=None):
-        if self._context is not None:
-            self._context.__exit__(None, None, None)
-            self._context = None
+        if self._handle is not None:
+            _keras.remove_train_step_hook(self.model, self._handle)
+            self._handle = None
         self.stats.active.assign(False)
-        # the traced functions hold the hook: let the next fit / evaluate trace afresh
-        _keras.restore_train_step(self.model, traced=True)
 
     def _examples(self, moments) -> int:
         shapes = {fn.path: fn.input_shapes[0] for fn in self.graph.flat.nodes}

@@ -94,7 +94,7 @@ class DynamicChannelExecution(keras.callbacks.Callback):
         self.seed = seed
         self.graph = None
         self._built_for = None
-        self._installed = False
+        self._handle = None
 
     # ------------------------------------------------------------------ set-up
     def build(self, model) -> None:
@@ -175,13 +175,13 @@ class DynamicChannelExecution(keras.callbacks.Callback):
             raise ValueError("Compile the model (with an optimizer) before fit().")
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        _keras.install_train_step(model, self.train_step)
-        self._installed = True
+        # replaces the step (it ignores the one below it): hooks added after it wrap it
+        self._handle = _keras.add_train_step_hook(model, lambda step: self.train_step)
 
     def on_train_end(self, logs=None):
-        if self._installed:
-            _keras.restore_train_step(self.model)
-            self._installed = False
+        if self._handle is not None:
+            _keras.remove_train_step_hook(self.model, self._handle)
+            self._handle = None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

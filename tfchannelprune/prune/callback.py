@@ -196,6 +196,7 @@ class ChannelPruning(keras.callbacks.Callback):
         graph = ChannelGraph(gated_model(self.model, "ChannelPruning", copy=False))
         self.graph = graph
         self._accumulators = {}  # calibration passes traced once per fit, not per event
+        self._cost_of = (None, None)  # (masks, their cost): the last one computed
         self.candidates = [g.name for g in select.candidate_groups(graph, self.config)]
         full = {g.name: np.ones(g.size, bool) for g in graph.prunable_groups}
         self.original_macs = macs_for(graph, full)
@@ -360,10 +361,15 @@ class ChannelPruning(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ reporting
     def _cost(self, masks) -> dict:
+        key = b"".join(np.asarray(masks[n], bool).tobytes() for n in sorted(masks))
+        if self._cost_of[0] == key:  # e.g. the epoch end right after an event
+            return dict(self._cost_of[1])
         full = self._all_masks(masks)
         macs, params = macs_for(self.graph, full), params_for(self.graph, full)
-        return {"macs": macs, "macs_fraction": macs / max(self.original_macs, 1),
+        cost = {"macs": macs, "macs_fraction": macs / max(self.original_macs, 1),
                 "params": params, "params_fraction": params / max(self.original_params, 1)}  # fmt: skip
+        self._cost_of = (key, cost)
+        return dict(cost)
 
     def _record(self, event, epoch, masks, before, logs) -> dict:
         step = int(self.model.optimizer.iterations.numpy())

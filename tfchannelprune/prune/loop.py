@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from tfchannelprune.core.convention import keyword_only
-from tfchannelprune.core.cost import count_macs, count_params
+from tfchannelprune.core.cost import count_macs, count_params, macs_for
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import set_kept_channels
 from tfchannelprune.core.surgery import compact
@@ -134,10 +134,11 @@ def prune(
             shift = mean_replacement_shift(graph, masks, means)
         set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
         current = compact(gated, graph=graph, bias_shift=shift)
-        slots = optimizer_state.sliced_slots(gated, slots, graph) if slots else {}
+        slots = optimizer_state.sliced_slots(gated, slots, graph, current) if slots else {}
+        full = {g.name: np.ones(g.size, bool) for g in graph.prunable_groups}
         record = {
-            "round": r,
-            "macs_fraction": count_macs(current) / original_macs,
+            "round": r,  # the gated model's MACs are the compact one's: no new graph
+            "macs_fraction": macs_for(graph, {**full, **masks}) / original_macs,
             "params_fraction": current.count_params() / original_params,
         }
         if fine_tune_data is not None and fine_tune_epochs > 0:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tfchannelprune.core.surgery import compact
+from tfchannelprune.core.surgery import compact, cut_like_weights
 
 
 def _slot_name(variable) -> str:
@@ -36,8 +36,18 @@ def optimizer_slots(optimizer, model) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def sliced_slots(gated, slots, graph=None) -> dict[str, dict[str, np.ndarray]]:
-    """The slots of ``gated``'s variables (by path) cut like ``compact(gated)`` cuts them."""
+def sliced_slots(gated, slots, graph=None, compacted=None) -> dict[str, dict[str, np.ndarray]]:
+    """The slots of ``gated``'s variables (by path) cut like ``compact(gated)`` cuts them.
+
+    With ``compacted`` (that compact model) and a ``graph``, the rules' cuts are applied to
+    the slot values directly (``core.surgery.cut_like_weights``), checked against the compact
+    model's variables; otherwise (or when they do not match) through one ``compact`` per slot.
+    """
+    if compacted is not None and graph is not None:
+        expected = {v.path: tuple(v.shape) for v in compacted.trainable_variables}
+        out = {name: cut_like_weights(graph, values) for name, values in slots.items()}
+        if all({p: np.shape(a) for p, a in cut.items()} == expected for cut in out.values()):
+            return out
     variables = {v.path: v for v in gated.trainable_variables}
     saved = {path: np.asarray(v) for path, v in variables.items()}
     out = {}

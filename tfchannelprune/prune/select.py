@@ -162,28 +162,29 @@ def select_channels(
     removed = 0
     reference = _largest_channel_flops(graph, groups) if config.lam else 1.0
     costs = MarginalCosts(graph, {**fixed, **masks})  # updated layer by layer as we go
+    units = {n: _next_unit(g, normalised[n], queue[n], 0, config) for n, g in groups.items()}
     while True:
-        everything = {**fixed, **masks}
-        if _reached(graph, everything, costs.macs, target_macs, target_params):
+        if _reached(graph, masks, fixed, costs.macs, target_macs, target_params):
             break
         if max_channels is not None and removed >= max_channels:
             break
         marginal = costs.marginal if _cost_aware(config) else {}
-        choice = _best_unit(groups, normalised, queue, taken, marginal, reference, config)
+        choice = _best_unit(units, marginal, reference, config)
         if choice is None:
             break  # every group at its floor
         name, channels = choice
         masks[name][channels] = False
         taken[name] += len(channels)
-        costs.update(name, {**fixed, **masks})
+        units[name] = _next_unit(groups[name], normalised[name], queue[name], taken[name], config)
+        costs.update(name, masks)
         removed += len(channels)
     return masks
 
 
-def _reached(graph, masks, macs, target_macs, target_params) -> bool:
+def _reached(graph, masks, fixed, macs, target_macs, target_params) -> bool:
     if target_macs is not None and macs > target_macs:
         return False
-    if target_params is not None and params_for(graph, masks) > target_params:
+    if target_params is not None and params_for(graph, {**fixed, **masks}) > target_params:
         return False
     return target_macs is not None or target_params is not None
 
@@ -198,16 +199,23 @@ def _largest_channel_flops(graph, groups) -> float:
     return max((2.0 * full.get(name, 0.0) for name in groups), default=1.0) or 1.0
 
 
-def _best_unit(groups, scores, queue, taken, marginal, reference, config):
+def _next_unit(group, scores, queue, taken, config):
+    """(channels, summed normalised score) a group would lose next, or None at its floor."""
+    kept = len(queue) - taken
+    unit = _unit(kept, group.size, config)
+    if kept - unit < _floor(group.size, config):
+        return None
+    channels = queue[taken : taken + unit]
+    return channels, float(np.sum(scores[channels]))
+
+
+def _best_unit(units, marginal, reference, config):
     best, best_value = None, np.inf
-    for name, group in groups.items():
-        kept = len(queue[name]) - taken[name]
-        unit = _unit(kept, group.size, config)
-        if kept - unit < _floor(group.size, config):
+    for name, candidate in units.items():
+        if candidate is None:
             continue
-        channels = queue[name][taken[name] : taken[name] + unit]
-        value = float(np.sum(scores[name][channels]))
-        flops = 2.0 * marginal.get(name, 0.0) * unit  # FLOPs saved, per example
+        channels, value = candidate
+        flops = 2.0 * marginal.get(name, 0.0) * len(channels)  # FLOPs saved, per example
         if config.lam:
             value -= config.lam * flops / reference
         if config.beta == "auto":
@@ -243,7 +251,7 @@ def _select_local(graph, groups, scores, masks, fixed, config, target_macs, targ
     for _ in range(30):
         mid = (lo + hi) / 2
         trial = {**fixed, **masks_at(mid)}
-        if _reached(graph, trial, macs_for(graph, trial), target_macs, target_params):
+        if _reached(graph, trial, {}, macs_for(graph, trial), target_macs, target_params):
             lo = mid
         else:
             hi = mid

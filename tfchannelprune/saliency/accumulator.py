@@ -94,8 +94,11 @@ class SaliencyAccumulator:
         self._loss = per_example_loss(loss) if self.needs_data else None
         self._layout_gates()
         self._plan_state()
-        self._step = tf.function(self._distributed_step, reduce_retracing=True)
-        self._mean_step = tf.function(self._distributed_mean_step, reduce_retracing=True)
+        # no control flow depends on a tensor: autograph's conversion would only slow tracing
+        self._step = tf.function(self._distributed_step, reduce_retracing=True, autograph=False)
+        self._mean_step = tf.function(
+            self._distributed_mean_step, reduce_retracing=True, autograph=False
+        )
 
     # ------------------------------------------------------------------ public API
     @property

@@ -2,9 +2,10 @@
 
 Molchanov et al. (arXiv:1611.06440) accumulate the criterion "over the minibatches" of
 fine-tuning between two removals; Theis et al. (arXiv:1801.05787) the Fisher signal over the N
-training steps between prunes. No calibration pass is needed: while installed, the model's
-``train_step`` runs inside ``record_gate_inputs`` with every gate input passed through an
-identity whose custom gradient keeps, per example, ``s = -sum_hw a * dL/da`` at that gate.
+training steps between prunes. No calibration pass is needed: while installed (a training-step
+hook, ``_keras.add_train_step_hook``), the model's train step runs inside ``record_gate_inputs``
+with every gate input passed through an identity whose custom gradient keeps, per example,
+``s = -sum_hw a * dL/da`` at that gate.
 Keras's own backward pass (the one that updates the weights) computes it; nothing is
 differentiated twice. After the step, the gates of each channel are summed into ``d =
 -dl_n/dm`` (one shared mask per channel, ``saliency.mask_delta``) and the running sums of d,
@@ -31,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from keras import tree
 
+from tfchannelprune import _keras
 from tfchannelprune.core.gate import record_gate_inputs
 from tfchannelprune.saliency import mask_delta
 from tfchannelprune.saliency import signals as signals_lib
@@ -78,7 +80,9 @@ class TrainStepSaliency(Importance):
             )
         mask_delta.check_plan(self.signal)
         self.model = None
-        self._sums: dict[str, tf.Variable] = {}
+        self._handle = None  # of the training-step hook while installed
+        self._sums = None  # (4, channels of every group) float64 running sums, one variable
+        self._columns: dict[str, tuple[int, int]] = {}  # group -> its columns in the sums
 
     @property
     def name(self) -> str:
@@ -89,13 +93,13 @@ class TrainStepSaliency(Importance):
 
     @property
     def num_examples(self) -> int:
-        return int(self._count.numpy()) if self._sums else 0
+        return int(self._count.numpy()) if self._sums is not None else 0
 
     # ------------------------------------------------------------------ protocol
     def build(self, context) -> None:
         """Install on ``context.model``: rebuild its train function once with the hooks."""
         model = context.model
-        if self.model is model:
+        if self.model is model and _keras.has_train_step_hook(model, self._handle):
             return
         if self.model is not None:
             self.release()
@@ -103,13 +107,13 @@ class TrainStepSaliency(Importance):
         self._gate_of = gate_of
         self._positions = mask_delta.group_positions(gates)
         self._sizes = {g: context.graph.group(g).size for g in self._positions}
+        starts = np.cumsum([0, *self._sizes.values()])
+        self._columns = {g: (int(a), int(b)) for g, a, b in zip(self._sizes, starts, starts[1:])}
         with model.distribute_strategy.scope():
-            self._sums = {g: _sum_variable((4, n)) for g, n in self._sizes.items()}
+            self._sums = _sum_variable((4, int(starts[-1])))
             self._count = _sum_variable(())
-        self._original = model.train_step
         self.model = model
-        model.train_step = self._train_step
-        model.make_train_function(force=True)
+        self._handle = _keras.add_train_step_hook(model, self._hook)
 
     def __call__(self, context) -> dict[str, np.ndarray]:
         n = self.num_examples
@@ -118,30 +122,42 @@ class TrainStepSaliency(Importance):
                 f"No training step ran since the last event, so {self.signal.id!r} has no "
                 "value. Prune after at least one step. Received: num_examples=0"
             )
-        check_step_sums(self.signal, {g: v.numpy() for g, v in self._sums.items()}, n)
-        return {
-            g.name: mask_delta.scores(self.signal, self._sums[g.name].numpy(), n)
-            if g.name in self._sums else np.zeros(g.size, np.float64)
-            for g in context.groups
-        }
+        sums = self._sums.numpy()  # one read for every group
+        check_step_sums(self.signal, {g: sums[:, a:b] for g, (a, b) in self._columns.items()}, n)
+        out = {}
+        for g in context.groups:
+            if g.name in self._columns:
+                a, b = self._columns[g.name]
+                out[g.name] = mask_delta.scores(self.signal, sums[:, a:b], n)
+            else:
+                out[g.name] = np.zeros(g.size, np.float64)
+        return out
 
     def update(self, x, y=None) -> None:
         """Nothing to do: the training step itself accumulates."""
 
     def reset(self) -> None:
-        for var in [*self._sums.values(), *([self._count] if self._sums else [])]:
-            var.assign(tf.zeros_like(var))
+        if self._sums is not None:
+            self._sums.assign(tf.zeros_like(self._sums))
+            self._count.assign(tf.zeros_like(self._count))
 
     def release(self) -> None:
-        """Restore the model's own train step (its train function is rebuilt on next use)."""
+        """Take the hook out of the model's train step (the others stay)."""
         if self.model is None:
             return
         model, self.model = self.model, None
-        del model.train_step  # the class's method again
-        model.train_function = None
+        _keras.remove_train_step_hook(model, self._handle)
 
     # ------------------------------------------------------------------ in the step
-    def _train_step(self, data):
+    def _hook(self, step):
+        """The training-step hook: ``step`` with every gate input probed, then the sums."""
+
+        def hooked(data):
+            return self._train_step(step, data)
+
+        return hooked
+
+    def _train_step(self, step, data):
         stash: dict[str, tf.Tensor] = {}
 
         def hook(gate, x):
@@ -149,7 +165,7 @@ class TrainStepSaliency(Importance):
             return x if path is None else _probe(x, path, stash)
 
         with record_gate_inputs(hook):
-            logs = self._original(data)
+            logs = step(data)
         self._accumulate(stash, data)
         return logs
 
@@ -163,8 +179,12 @@ class TrainStepSaliency(Importance):
             scale = scale / tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float64)
         per_gate = {path: tf.cast(s, tf.float64) * scale for path, s in stash.items()}
         deltas = mask_delta.group_deltas(per_gate, self._positions, self._sizes)
-        for group, d in deltas.items():
-            self._sums[group].assign_add(mask_delta.batch_stats(d))
+        stats = [  # a group no gradient reached adds nothing
+            mask_delta.batch_stats(deltas[g]) if g in deltas else tf.zeros((4, n), tf.float64)
+            for g, n in self._sizes.items()
+        ]
+        if stats:
+            self._sums.assign_add(tf.concat(stats, axis=1))  # one update for every group
         self._count.assign_add(tf.cast(batch, tf.float64))
 
 

@@ -1,0 +1,139 @@
+"""Issue 18: the overhead of ``prune()`` rounds (everything but the fine-tuning fits).
+
+ResNet-8 as in the issue: a 16-channel 3x3 stem conv with BatchNorm, three residual stages of
+16/32/64 channels (two 3x3 convs with BatchNorm each; a 1x1 projection with BatchNorm where the
+shape changes), global average pooling and a Dense classifier; MNIST digits 28x28 (the bundled
+subset), untrained weights (the overhead does not depend on them). ``prune(model, (x[:640],
+y[:640]), loss=loss, target_macs=0.25, rounds=10, signal=..., optimizer=Adam(1e-3),
+fine_tune_data=(x[:128], y[:128]), fine_tune_epochs=1)``: the overhead is the wall clock minus
+the fine-tuning fits (wrapping, scoring, selection, compaction, the optimizer's slots carried
+through it). Each signal is timed ``--reps`` times, alternating; the phases are timed by
+wrapping the functions ``prune.loop`` calls.
+
+Usage: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/prune_overhead.py [--reps 2]
+Writes benchmarks/results/prune_overhead.json and prune_overhead.md (shared 2-core CPU:
+the load average is printed with the numbers). With ``PYTHONPATH`` pointing at another
+checkout it times that one (``--out`` names the results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from _results import write_results  # noqa: E402
+
+import tfchannelprune as tcp  # noqa: E402
+from tfchannelprune.datasets.digits import load_mnist_subset  # noqa: E402
+from tfchannelprune.prune import loop  # noqa: E402
+
+L = keras.layers
+PHASES = {"wrap": "wrap", "ChannelGraph": "graph", "score_all": "score",
+          "set_kept_channels": "gates", "compact": "compact", "count_macs": "count",
+          "count_params": "count", "_fit": "fit"}  # fmt: skip
+TIMES: dict[str, float] = collections.defaultdict(float)
+
+
+def resnet8(input_shape=(28, 28, 1), classes=10) -> keras.Model:
+    inp = keras.Input(input_shape)
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same", use_bias=False)(inp)))
+    for filters, strides in ((16, 1), (32, 2), (64, 2)):
+        y = L.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+        y = L.ReLU()(L.BatchNormalization()(y))
+        y = L.BatchNormalization()(L.Conv2D(filters, 3, padding="same", use_bias=False)(y))
+        if strides != 1 or x.shape[-1] != filters:
+            x = L.BatchNormalization()(L.Conv2D(filters, 1, strides=strides, use_bias=False)(x))
+        x = L.ReLU()(L.Add()([x, y]))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(classes)(x), name="resnet8")
+
+
+def _timed(phase, fn):
+    @functools.wraps(fn)
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            TIMES[phase] += time.perf_counter() - start
+
+    return timed
+
+
+def instrument() -> None:
+    for name, phase in PHASES.items():
+        if hasattr(loop, name):
+            setattr(loop, name, _timed(phase, getattr(loop, name)))
+    loop.select.select_channels = _timed("select", loop.select.select_channels)
+    state = loop.optimizer_state
+    state.sliced_slots = _timed("slots", state.sliced_slots)
+
+
+def one_run(signal, x, y) -> dict:
+    keras.utils.set_random_seed(0)
+    model = resnet8()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    TIMES.clear()
+    start = time.perf_counter()
+    result = tcp.prune(model, (x[:640], y[:640]), loss=loss, target_macs=0.25, rounds=10,
+                       signal=signal, optimizer=keras.optimizers.Adam(1e-3),
+                       fine_tune_data=(x[:128], y[:128]), fine_tune_epochs=1,
+                       fit_kwargs={"batch_size": 64}, verbose=0)  # fmt: skip
+    total = time.perf_counter() - start
+    phases = dict(TIMES)
+    fit = phases.pop("fit", 0.0)
+    phases["other"] = total - fit - sum(phases.values())
+    return {"seconds": total - fit, "fit_seconds": fit, "phases": phases,
+            "macs_fraction": result.history[-1]["macs_fraction"]}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--signals", nargs="+", default=["taylor", "l1_weight"])
+    parser.add_argument("--out", default="prune_overhead")
+    args = parser.parse_args()
+    x, y, _, _ = load_mnist_subset(seed=0)
+    instrument()
+    load = [os.getloadavg()[0]]
+    runs: dict[str, list] = {s: [] for s in args.signals}
+    for rep in range(args.reps):
+        for signal in args.signals:
+            runs[signal].append(one_run(signal, x, y))
+            print(f"{signal} repetition {rep + 1}: {runs[signal][-1]['seconds']:.2f} s "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+    load.append(os.getloadavg()[0])
+    lines = [
+        f"ResNet-8 (16/32/64), MNIST 28x28, 640 calibration digits, 10 rounds to 25% of the "
+        f"MACs, Adam carried; seconds = wall clock minus the fine-tuning fits; "
+        f"{args.reps} alternating repetitions; shared "
+        f"2-core CPU, load average {load[0]:.1f} at the start, {load[1]:.1f} at the end.",
+        "",
+        "| signal | overhead seconds per repetition | median | goal | median seconds by phase |",
+        "|---|---|---|---|---|",
+    ]
+    summary = {}
+    for signal, reps in runs.items():
+        seconds = [r["seconds"] for r in reps]
+        names = sorted({k for r in reps for k in r["phases"]})
+        phases = {k: float(np.median([r["phases"].get(k, 0.0) for r in reps])) for k in names}
+        summary[signal] = {"median_s": float(np.median(seconds)), "phases_median_s": phases}
+        by_phase = ", ".join(f"{k} {v:.2f}" for k, v in sorted(phases.items(), key=lambda kv:
+                                                                -kv[1]))  # fmt: skip
+        lines.append(f"| {signal} | {', '.join(f'{s:.2f}' for s in seconds)} | "
+                     f"**{np.median(seconds):.2f}** | <= 3 | {by_phase} |")  # fmt: skip
+    text = "\n".join(lines)
+    print("\n" + text)
+    write_results(args.out, text, {"summary": summary, "runs": runs, "load_average": load,
+                                   "package": os.path.dirname(tcp.__file__)})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -13,8 +13,7 @@ event are not saved: resume from a model saved right after an event (at an epoch
 Example:
     >>> gated = tfchannelprune.wrap(model)
     >>> gated.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    >>> pruning = tfchannelprune.ChannelPruning(signal="taylor", target_macs=0.5,
-    ...                                         frequency="step", prune_every=20)
+    >>> pruning = tfchannelprune.ChannelPruning(target_macs=0.5, frequency="step", prune_every=20)
     >>> gated.fit(x, y, epochs=10, callbacks=[pruning])
     >>> small = tfchannelprune.compact(gated)
 """

@@ -94,11 +94,8 @@ class SaliencyAccumulator:
         self._loss = per_example_loss(loss) if self.needs_data else None
         self._layout_gates()
         self._plan_state()
-        # no control flow depends on a tensor: autograph's conversion would only slow tracing
-        self._step = tf.function(self._distributed_step, reduce_retracing=True, autograph=False)
-        self._mean_step = tf.function(
-            self._distributed_mean_step, reduce_retracing=True, autograph=False
-        )
+        trace = functools.partial(tf.function, reduce_retracing=True, autograph=False)  # faster
+        self._step, self._mean_step = trace(self._distributed_step), trace(self._distributed_mean_step)
 
     # ------------------------------------------------------------------ public API
     @property

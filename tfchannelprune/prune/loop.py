@@ -75,8 +75,8 @@ def prune(
             consumers' biases (Evci's mean replacement) instead of dropping it.
         **selection: ``SelectionConfig`` fields (mode, normalize, lam, beta, min_channels,
             round_to, ignored_layers). ``normalize`` and ``beta`` left out take the same
-            per-signal defaults as ``ChannelPruning`` (``prune.procedures.default_selection``:
-            Taylor "l2", Fisher "none" with ``beta="auto"``, other criteria "mean").
+            defaults as ``ChannelPruning`` (``prune.procedures.default_selection``: "mean",
+            no cost term).
 
     Returns:
         ``PruneResult(model, history)``; each record has the round's ``macs_fraction``,

@@ -12,9 +12,9 @@ import glob
 import json
 import os
 
+import _results
 import numpy as np
 
-import _results
 from tfchannelprune.prune import procedures
 from tfchannelprune.saliency import registry
 

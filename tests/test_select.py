@@ -198,3 +198,16 @@ def test_cost_per_flop_strips_the_expensive_group():
     auto = select.SelectionConfig(normalize="mean", beta="auto")
     masks = select.select_channels(graph, scores, {}, auto, max_channels=10)
     assert lost(masks) == {"a": 3, "b": 7}  # "a" at min_channels=1; "b" keeps one of its 2s
+
+
+@pytest.mark.parametrize("mode", ["global", "local"])
+def test_a_group_without_scores_is_kept(mode):
+    """A criterion with no value for a group (bn_scale and a Dense without BatchNorm) leaves
+    it out of its scores; it used to be ranked as all zeros and emptied first, which took
+    small_cnn's hidden Dense to one unit and the network to chance in the benchmark."""
+    graph, scores = two_widths_graph()
+    del scores["a"]
+    config = select.SelectionConfig(mode=mode)
+    masks = select.select_channels(graph, scores, {}, config, max_channels=4, target_macs=1)
+    assert masks["a"].all() and set(masks) == {"a", "b"}
+    assert (~masks["b"]).sum() >= (4 if mode == "global" else 1)

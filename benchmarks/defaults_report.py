@@ -3,7 +3,7 @@
 ``report(runs_dir)`` reads the per-run JSONs and writes benchmarks/results/defaults.{json,md}.
 The default is chosen on the VALIDATION split only: the configuration with the highest mean
 validation accuracy over every (architecture, target) cell, among those measured in all of
-them. The test split is then reported for every configuration.
+them (``random`` excluded: a baseline). The test split is then reported for every configuration.
 """
 
 from __future__ import annotations
@@ -67,8 +67,10 @@ def summarise(runs) -> dict:
 
 
 def choose(cells) -> tuple[str | None, dict]:
-    """The configuration with the best mean validation accuracy over all cells."""
+    """The configuration with the best mean validation accuracy over all cells, among those
+    measured in every cell; ``random`` is a baseline, not a candidate."""
     common = set.intersection(*(set(c) for c in cells.values())) if cells else set()
+    common = {c for c in common if not c.startswith("random")}
     score = {c: float(np.mean([cells[cell][c]["val"][0] for cell in cells])) for c in common}
     return (max(score, key=score.get) if score else None), score
 

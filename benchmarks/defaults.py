@@ -52,6 +52,7 @@ CONFIGS = {
     "taylor_mean": ("taylor", {"normalize": "mean", "beta": 0.0}),
     "taylor_mean_auto": ("taylor", {"normalize": "mean", "beta": "auto"}),
     "taylor_mean_lam": ("taylor", {"normalize": "mean", "beta": 0.0, "lam": 0.5}),
+    "taylor_local": ("taylor", {"mode": "local", "normalize": "mean", "beta": 0.0}),
     "fisher_none_auto": ("fisher", {"normalize": "none", "beta": "auto"}),  # the old default
     "fisher_mean": ("fisher", {"normalize": "mean", "beta": 0.0}),
     "fisher_mean_auto": ("fisher", {"normalize": "mean", "beta": "auto"}),

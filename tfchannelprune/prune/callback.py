@@ -94,7 +94,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self,
         data=None,
         loss=None,
-        signal="taylor",
+        signal="fisher",
         *,
         target_macs: float | None = None,
         target_params: float | None = None,

@@ -42,7 +42,7 @@ def prune(
     target_macs: float | None = None,
     target_params: float | None = None,
     rounds: int = 3,
-    signal="taylor",
+    signal="fisher",
     fine_tune_data=None,
     fine_tune_epochs: int = 1,
     optimizer="adam",

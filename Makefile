@@ -70,7 +70,7 @@ bench-molchanov: $(STAMP)
 
 # issue 18: the default signal and normalisation, chosen on a validation split: ResNet-8 and a
 # plain CNN x 50% / 25% of the MACs x 3 seeds x each criterion; resumable (per-run JSON in
-# benchmarks/results/defaults_runs/); about 75 minutes on 2 shared cores
+# benchmarks/results/defaults_runs/); about 2 hours on 2 shared cores (stopped partway, see docs)
 bench-defaults: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/defaults.py
 

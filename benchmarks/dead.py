@@ -77,7 +77,8 @@ def prune_three_ways(gated, scores, means, level):
     per-channel means (Evci); with per-position means at the gate read by Flatten."""
     graph = tcp.ChannelGraph(gated)
     target = level * tcp.count_macs(graph)
-    masks = select.select_channels(graph, scores, {}, select.SelectionConfig(), target_macs=target)
+    config = select.SelectionConfig(normalize="l2")  # as measured (the former default)
+    masks = select.select_channels(graph, scores, {}, config, target_macs=target)
     plan = {n: np.flatnonzero(m).tolist() for n, m in masks.items()}
     out = {"plain": tcp.compact(gated, plan, graph=graph)}
     for key, values in means.items():
@@ -165,7 +166,7 @@ def part_b(gated, monitor, data, rounds=5, final_epochs=3, fold=True):
         target = (1 - 0.8 * r / rounds) * base_params
         scores = collect_saliency(gated_r, cal, loss=LOSS, signal="abs_mrs")
         masks = select.select_channels(
-            graph, scores, {}, select.SelectionConfig(), target_params=target
+            graph, scores, {}, select.SelectionConfig(normalize="l2"), target_params=target
         )
         plan = {n: np.flatnonzero(m).tolist() for n, m in masks.items()}
         shift = mean_replacement_shift(graph, masks, gate_input_means(gated_r, cal[0]))

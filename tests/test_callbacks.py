@@ -258,7 +258,7 @@ def test_tfmot_schedule_objects_as_they_are():
 
 @pytest.mark.parametrize(
     "signal, expected",
-    [("taylor", ("l2", 0.0)), ("fisher", ("none", "auto")), ("l1_weight", ("mean", 0.0))],
+    [("taylor", ("mean", 0.0)), ("fisher", ("mean", 0.0)), ("l1_weight", ("mean", 0.0))],
 )
 def test_prune_takes_the_callbacks_per_signal_defaults(monkeypatch, signal, expected):
     """prune() and ChannelPruning answer "which normalisation and beta" in one place."""

@@ -148,3 +148,66 @@ def test_incremental_costs_equal_a_full_recount(name):
             costs.update(group.name, masks)
         assert costs.macs == macs_for(graph, masks)
         assert costs.marginal == pytest.approx(marginal_for(graph, masks))
+
+
+def two_widths_graph():
+    """Conv "a" with 4 channels and conv "b" with 16, the same score distribution in each."""
+    import keras
+    from keras import layers as L
+
+    inp = keras.Input((8, 8, 1))
+    x = L.Conv2D(4, 3, padding="same", use_bias=False, name="a")(inp)
+    x = L.Conv2D(16, 3, padding="same", use_bias=False, name="b")(x)
+    out = L.Dense(3, use_bias=False)(L.GlobalAveragePooling2D()(x))
+    graph = tcp.ChannelGraph(tcp.wrap(keras.Model(inp, out)))
+    scores = {"a": np.arange(1.0, 5.0), "b": np.tile(np.arange(1.0, 5.0), 4)}
+    return graph, scores
+
+
+def lost(masks):
+    return {n: int((~m).sum()) for n, m in masks.items()}
+
+
+@pytest.mark.parametrize("signal", ["taylor", "fisher", "l1_weight", "bn_scale"])
+def test_default_ranking_cuts_wide_and_narrow_groups_alike(signal):
+    """Issue 18: the default normalisation gives a group of n channels the same values
+    whatever n, so two groups with the same score distribution lose the same fraction; L2
+    (1/sqrt(n) per channel) empties the wide group first, which on ResNet-8 at 25% of the
+    MACs cut the 64-channel stage as hard as the 16-channel stem."""
+    from tfchannelprune.prune import procedures
+    from tfchannelprune.saliency import registry
+
+    graph, scores = two_widths_graph()
+    default = procedures.default_selection(registry.get(signal))
+    config = select.SelectionConfig(**default)
+    assert lost(select.select_channels(graph, scores, {}, config, max_channels=10)) == {
+        "a": 2, "b": 8}  # fmt: skip
+    l2 = select.SelectionConfig(normalize="l2")
+    assert lost(select.select_channels(graph, scores, {}, l2, max_channels=10)) == {
+        "a": 1, "b": 9}  # fmt: skip
+
+
+def test_cost_per_flop_strips_the_expensive_group():
+    """Why the default has no cost term: ranking by score per FLOP saved (beta="auto") takes
+    the group whose channels cost most down to its floor, removing channels above its mean
+    while the cheap group keeps channels below its own: in the benchmark it left ResNet-8's
+    stem with one channel (benchmarks/results/defaults.md)."""
+    graph, scores = two_widths_graph()
+    marginal = tcp.marginal_macs(graph)
+    assert marginal["a"] > 3 * marginal["b"]  # an "a" channel saves more than three "b"s
+    auto = select.SelectionConfig(normalize="mean", beta="auto")
+    masks = select.select_channels(graph, scores, {}, auto, max_channels=10)
+    assert lost(masks) == {"a": 3, "b": 7}  # "a" at min_channels=1; "b" keeps one of its 2s
+
+
+@pytest.mark.parametrize("mode", ["global", "local"])
+def test_a_group_without_scores_is_kept(mode):
+    """A criterion with no value for a group (bn_scale and a Dense without BatchNorm) leaves
+    it out of its scores; it used to be ranked as all zeros and emptied first, which took
+    small_cnn's hidden Dense to one unit and the network to chance in the benchmark."""
+    graph, scores = two_widths_graph()
+    del scores["a"]
+    config = select.SelectionConfig(mode=mode)
+    masks = select.select_channels(graph, scores, {}, config, max_channels=4, target_macs=1)
+    assert masks["a"].all() and set(masks) == {"a", "b"}
+    assert (~masks["b"]).sum() >= (4 if mode == "global" else 1)

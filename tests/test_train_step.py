@@ -128,7 +128,7 @@ def test_paper_presets():
     for cb in (molchanov, theis):
         assert (cb.frequency, cb.prune_every, cb.channels_per_step) == ("step", 10, 1)
     # the procedure's defaults per criterion
-    assert tcp.ChannelPruning(signal="fisher", target_macs=0.5).config.beta == "auto"
+    assert tcp.ChannelPruning(signal="fisher", target_macs=0.5).config.beta == 0.0
     assert tcp.ChannelPruning(signal="l1_weight", target_macs=0.5).config.normalize == "mean"
     with pytest.raises(ValueError, match="Unknown paper"):
         tcp.ChannelPruning.from_paper("lecun1990", target_macs=0.5)

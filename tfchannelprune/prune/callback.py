@@ -85,8 +85,8 @@ class ChannelPruning(keras.callbacks.Callback):
         batch_size: batch size for array ``data``.
         mode, normalize, lam, beta, min_channels, round_to, ignored_layers: see
             ``tfchannelprune.SelectionConfig``. ``normalize="auto"`` and ``beta=None`` take
-            the procedure's default for the criterion (``prune.procedures``): L2 for Taylor,
-            none with ``beta="auto"`` for Fisher, "mean" otherwise.
+            the procedure's default (``prune.procedures.default_selection``): "mean" and no
+            cost term for every criterion, chosen on a benchmark (issue 18).
         monitor: metric from ``logs`` recorded with each event (e.g. "val_accuracy").
         history_path: ``.csv`` or ``.json`` file written after every event.
         log_dir: TensorBoard directory for MACs, params and channels.

@@ -87,8 +87,8 @@ def prune(
         batch_size, steps: batching of array ``data`` and the most batches scored per round.
         mode, normalize, lam, beta, min_channels, round_to, ignored_layers: see
             ``SelectionConfig``. ``normalize="auto"`` and ``beta=None`` take the same
-            per-signal defaults as ``ChannelPruning`` (``prune.procedures.default_selection``:
-            Taylor "l2", Fisher "none" with ``beta="auto"``, other criteria "mean").
+            defaults as ``ChannelPruning`` (``prune.procedures.default_selection``: "mean",
+            no cost term).
         verbose: 1 prints a line per round.
 
     Returns:

@@ -38,8 +38,10 @@ class SelectionConfig:
     Attributes:
         mode: "global" ranks channels of all groups together (scores normalised per group);
             "local" removes the same fraction from every group.
-        normalize: per-group normalisation of scores before global ranking ("l2" is
-            Molchanov's layer-wise L2 normalisation).
+        normalize: per-group normalisation of scores before global ranking: "mean" (the
+            default; the same values whatever the group's width), "l2" (Molchanov's
+            layer-wise L2: about 1/sqrt(n) per channel in a group of n, so wide groups go
+            first), "max", "sum" or "none".
         lam: Molchanov's FLOPs regularisation weight: normalised scores minus ``lam`` x the
             channel's FLOPs over the largest per-channel FLOPs of the unpruned model.
         beta: Theis's price of one FLOP (per example) in loss units, a float, or "auto"
@@ -52,7 +54,7 @@ class SelectionConfig:
     """
 
     mode: str = "global"
-    normalize: str = "l2"
+    normalize: str = "mean"
     lam: float = 0.0
     beta: float | str = 0.0
     min_channels: int = 1
@@ -135,22 +137,29 @@ def select_channels(
         max_channels: remove at most this many channels in this call.
 
     Returns:
-        {group: boolean keep mask} for every candidate group.
+        {group: boolean keep mask} for every candidate group. A group missing from
+        ``scores`` (a criterion with no value for it: ``bn_scale`` without a BatchNorm,
+        FPGM without a kernel) is kept as it is, not ranked as if scored zero.
     """
-    groups = {g.name: g for g in candidate_groups(graph, config)}
-    fixed = {n: np.asarray(m, dtype=bool) for n, m in masks.items() if n not in groups}
-    masks = {
-        n: np.array(masks.get(n, np.ones(g.size, bool)), dtype=bool) for n, g in groups.items()
+    candidates = {g.name: g for g in candidate_groups(graph, config)}
+    fixed = {n: np.asarray(m, dtype=bool) for n, m in masks.items() if n not in candidates}
+    every = {
+        n: np.array(masks.get(n, np.ones(g.size, bool)), dtype=bool)
+        for n, g in candidates.items()
     }
+    groups = {n: g for n, g in candidates.items() if n in scores}
+    fixed.update({n: m for n, m in every.items() if n not in groups})
+    masks = {n: every[n] for n in groups}
     if config.mode == "local":
-        return _select_local(
+        chosen = _select_local(
             graph, groups, scores, masks, fixed, config, target_macs, target_params
         )
+        return {**every, **chosen}
     # normalised once per call over the channels kept at its start (Molchanov normalises
     # the scores of each evaluation), so an event's order does not drift as it removes
     normalised = {}
     for name, group in groups.items():
-        raw = np.asarray(scores.get(name, np.zeros(group.size)), dtype=np.float64)
+        raw = np.asarray(scores[name], dtype=np.float64)
         kept = masks[name]
         values = np.zeros(group.size)
         values[kept] = _normalise(raw[kept], config.normalize)
@@ -178,7 +187,7 @@ def select_channels(
         units[name] = _next_unit(groups[name], normalised[name], queue[name], taken[name], config)
         costs.update(name, masks)
         removed += len(channels)
-    return masks
+    return {**every, **masks}
 
 
 def _reached(graph, masks, fixed, macs, target_macs, target_params) -> bool:
@@ -240,7 +249,7 @@ def _select_local(graph, groups, scores, masks, fixed, config, target_macs, targ
                 width = max(_floor(group.size, config),
                             int(np.ceil(width / config.round_to)) * config.round_to)  # fmt: skip
             width = min(width, len(kept))
-            raw = np.asarray(scores.get(name, np.zeros(group.size)), dtype=np.float64)
+            raw = np.asarray(scores[name], dtype=np.float64)
             keep = kept[np.argsort(-raw[kept], kind="stable")[:width]]
             mask = np.zeros(group.size, bool)
             mask[keep] = True

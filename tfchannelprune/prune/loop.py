@@ -21,6 +21,7 @@ from tfchannelprune.core.surgery import compact
 from tfchannelprune.core.wrap import wrap
 from tfchannelprune.dead.gate_inputs import gate_input_means
 from tfchannelprune.dead.mean_replacement import mean_replacement_shift
+from tfchannelprune.deploy.latency_model import LatencyModel
 from tfchannelprune.prune import optimizer_state, procedures, select
 from tfchannelprune.prune.callback import _check_fraction
 from tfchannelprune.saliency import registry
@@ -52,6 +53,10 @@ def prune(
     verbose: int = 1,
     mean_replacement: bool = False,
     carry_optimizer: bool = True,
+    target_latency: float | None = None,
+    latency_model=None,
+    latency_dtype: str = "float32",
+    latency_threads: int = 1,
     **selection,
 ) -> PruneResult:
     """Prune ``model`` to a target in ``rounds`` rounds, fine-tuning the compacted model
@@ -73,8 +78,14 @@ def prune(
             compaction (sliced like the weights); False starts every round afresh.
         mean_replacement: fold each removed channel's mean output over ``data`` into its
             consumers' biases (Evci's mean replacement) instead of dropping it.
+        target_latency: LiteRT latency to reach, in ms (batch 1, XNNPACK, ``latency_dtype``,
+            ``latency_threads``): met through a measured latency table
+            (``tfchannelprune.LatencyModel``, built once and cached on disk), confirmed by one
+            measured export at the end (``history[-1]["latency_ms"]``). With it, ``cost``
+            defaults to "latency" and ``round_to`` to "auto".
+        latency_model: a ``LatencyModel`` of ``model`` to reuse (else built when needed).
         **selection: ``SelectionConfig`` fields (mode, normalize, lam, beta, min_channels,
-            round_to, ignored_layers). ``normalize`` and ``beta`` left out take the same
+            round_to, ignored_layers, cost). ``normalize`` and ``beta`` left out take the same
             per-signal defaults as ``ChannelPruning`` (``prune.procedures.default_selection``:
             Taylor "l2", Fisher "none" with ``beta="auto"``, other criteria "mean").
 
@@ -85,12 +96,24 @@ def prune(
     """
     _check_fraction("target_macs", target_macs)
     _check_fraction("target_params", target_params)
-    if target_macs is None and target_params is None:
-        raise ValueError("Give target_macs or target_params (fractions of the original model).")
+    if target_macs is None and target_params is None and target_latency is None:
+        raise ValueError(
+            "Give target_macs or target_params (fractions of the original model) or "
+            "target_latency (ms). Received: none"
+        )
+    if target_latency is not None and not target_latency > 0:
+        raise ValueError(f"target_latency is in milliseconds, > 0. Received: {target_latency}")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1. Received: rounds={rounds}")
     importance = registry.get(signal)
+    if target_latency is not None:
+        selection = {"cost": "latency", "round_to": "auto", **selection}
     config = select.SelectionConfig(**{**procedures.default_selection(importance), **selection})
+    latency = latency_model
+    if latency is None and (target_latency is not None or config.cost == "latency"
+                            or config.round_to == "auto"):  # fmt: skip
+        latency = LatencyModel(model, dtype=latency_dtype, num_threads=latency_threads)
+    original_latency = latency.predict() if target_latency is not None else None
     original_macs, original_params = count_macs(model), count_params(model)
     history = []
     current = model
@@ -107,7 +130,10 @@ def prune(
             targets["target_macs"] = (1 - (1 - target_macs) * r / rounds) * original_macs
         if target_params is not None:
             targets["target_params"] = (1 - (1 - target_params) * r / rounds) * original_params
-        masks = select.select_channels(graph, scores, {}, config, **targets)
+        if target_latency is not None:
+            drop = max(original_latency - target_latency, 0.0)
+            targets["target_latency"] = original_latency - drop * r / rounds
+        masks = select.select_channels(graph, scores, {}, config, latency=latency, **targets)
         shift = None
         if mean_replacement:  # means measured with every channel still switched on
             means = gate_input_means(gated, data)
@@ -120,6 +146,10 @@ def prune(
             "macs_fraction": count_macs(current) / original_macs,
             "params_fraction": current.count_params() / original_params,
         }
+        if latency is not None:
+            record["predicted_ms"] = latency.predict_plan(current)
+        if target_latency is not None and r == rounds:  # one measured export, to confirm
+            record["latency_ms"] = latency.measure(current)
         if fine_tune_data is not None and fine_tune_epochs > 0:
             opt = optimizer_state.restore_optimizer(optimizer, current, slots, iterations)
             current.compile(optimizer=opt, loss=loss, metrics=metrics)
@@ -134,10 +164,12 @@ def prune(
         if verbose:
             extra = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in
                               ("round", "macs_fraction", "params_fraction",
-                               "epoch_seconds"))  # fmt: skip
+                               "epoch_seconds", "predicted_ms", "latency_ms"))  # fmt: skip
+            ms = "".join(f", {k} {record[k]:.3f}" for k in ("predicted_ms", "latency_ms")
+                         if k in record)  # fmt: skip
             print(
                 f"[prune] round {r}/{rounds}: MACs {record['macs_fraction']:.1%}, params "
-                f"{record['params_fraction']:.1%}{', ' + extra if extra else ''}"
+                f"{record['params_fraction']:.1%}{ms}{', ' + extra if extra else ''}"
             )
     return PruneResult(current, history)
 

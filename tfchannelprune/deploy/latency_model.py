@@ -10,8 +10,9 @@ micro-model at a few kept widths of that group (the others whole): a unit's late
 group is a curve, interpolated between the sampled widths, and stepped when a probe inside an
 XNNPACK tile shows that the tile costs the same at any width (output channels are computed in
 tiles; input channels are not). A unit touched by several groups (a conv between two) takes
-the product of its curves' ratios. The sum over units, scaled so the unpruned model matches one
-measured export, is the prediction; `LatencyModel.check` reports its error on pruned exports.
+the product of its curves' ratios. The sum over units, mapped (piecewise linear) onto three
+measured exports (the whole model, every group cut to 1/2 and 1/4), is the prediction;
+`LatencyModel.check` reports its error on other pruned exports.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ from tfchannelprune.core.gate import is_wrapped
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.wrap import strip
 from tfchannelprune.deploy import latency_measure as measure
-from tfchannelprune.deploy.latency import latency_table as conv_table
 
 FRACTIONS = (0.75, 0.5, 0.25, 0.125)
+CALIBRATION = (0.5, 0.25)
+# XNNPACK on this machine (AVX-512): 1x1 convs step every 16 output channels, depthwise convs
+# are slower at widths off a multiple of 8 (65 channels cost more than 80); see docs/export.md
+TILE = 16  # uniform cuts exported and timed, besides the whole model
 # round_to="auto": a narrower width saving under half the group's mean rate is "not faster"
 SLOW_SAVING = 0.5
 
@@ -78,13 +82,19 @@ class LatencyModel:
         cache_dir: where measurements are kept (default ``~/.cache/tfchannelprune/latency``,
             or ``$TFCHANNELPRUNE_CACHE/latency``); a second build of the same layers is instant.
         rounds: interleaved timing rounds (fastest invoke per round, median over rounds).
-        fractions: kept fractions sampled per group (rounded up to the output tile), besides
-            the full width, one tile and a probe inside a tile.
-        calibrate: time the whole unpruned model once and scale the sum of units to it.
+        fractions: kept fractions sampled per group (rounded up to ``tile``), besides the
+            full width, one tile, 8 and a probe just past a tile boundary.
+        tile: the channel step sampled widths are aligned to; a curve is "stepped" when the
+            probe (first width of a tile) costs as much as the tile's end (XNNPACK computes
+            output channels and depthwise channels in such tiles; input channels cost
+            linearly), and is then read at the width rounded up to the tile.
+        calibrate: export and time the whole model and every group cut to 1/2 and 1/4, and
+            map the sum of units onto them (piecewise linear); without, the plain sum.
         verbose: 1 prints progress.
 
     Attributes:
         sizes: {group: full width}; ``full_ms``: the measured unpruned model (when calibrated);
+        ``points``: calibration (sum of units, measured ms), `add_point` adds one;
         ``build_seconds``; ``measured``: micro-models timed in this build (0 when all cached).
 
     Raises:
@@ -98,8 +108,8 @@ class LatencyModel:
     """
 
     def __init__(self, model, *, dtype: str = "float32", num_threads: int = 1,
-                 cache_dir=None, rounds: int = 3, fractions=FRACTIONS, calibrate: bool = True,
-                 verbose: int = 0):  # fmt: skip
+                 cache_dir=None, rounds: int = 3, fractions=FRACTIONS, tile: int = TILE,
+                 calibrate: bool = True, verbose: int = 0):  # fmt: skip
         if dtype not in measure.DTYPES:
             raise ValueError(f"dtype must be one of {measure.DTYPES}. Received: dtype={dtype!r}")
         if not isinstance(num_threads, int) or num_threads < 1:
@@ -110,20 +120,56 @@ class LatencyModel:
         self.model = strip(model) if is_wrapped(model) else model
         self.graph = ChannelGraph(self.model)
         self.sizes = {g.name: g.size for g in self.graph.prunable_groups}
-        self.tile = int(conv_table().get("cout_multiple", {}).get(dtype, 8))
+        self.tile = tile
         self.fractions, self.verbose = tuple(fractions), verbose
         self.cache = measure.LatencyCache(cache_dir, dtype, num_threads)
         self.measured = 0
         self.overhead_ms = self._timed({"overhead": measure.overhead_model})["overhead"]
         self.units = self._build_units()
-        self.scale, self.full_ms = 1.0, None
+        self.full_ms, self.points = None, []  # calibration: (sum of units, measured ms)
+        self._by_group = {n: [u for u in self.units if n in u.curves] for n in self.sizes}
         if calibrate:
-            self.full_ms = self.measure(self.model)
-            raw = sum(u.ms for u in self.units)
-            self.scale = max(self.full_ms - self.overhead_ms, 1e-6) / max(raw, 1e-9)
+            self._calibrate()
         self.cache.save()
         self.build_seconds = time.perf_counter() - start
-        self._by_group = {n: [u for u in self.units if n in u.curves] for n in self.sizes}
+
+    def _calibrate(self) -> None:
+        """Export and time (interleaved) the whole model and every group cut to each of
+        ``CALIBRATION`` of its width; map the sum of units onto them."""
+        from tfchannelprune.core.surgery import compact
+
+        plans = [{}] + [{n: range(max(1, round(size * f))) for n, size in self.sizes.items()}
+                        for f in CALIBRATION if self.sizes]  # fmt: skip
+        models = [compact(self.model, plan) if plan else self.model for plan in plans]
+        measured = self.measure_many(models)
+        self.full_ms = measured[0]
+        for plan, ms in zip(plans, measured, strict=True):
+            self.add_point({n: len(k) for n, k in plan.items()}, ms)
+
+    def add_point(self, widths: Mapping[str, int], measured_ms: float) -> None:
+        """Calibrate on one more measured export (``widths``: its groups' kept widths)."""
+        raw = sum(u.at(self._check(widths)) for u in self.units)
+        self.points = sorted([p for p in self.points if abs(p[0] - raw) > 1e-3 * raw]
+                             + [(raw, float(measured_ms))])  # fmt: skip
+
+    @property
+    def scale(self) -> float:
+        """Measured ms per ms of the units' sum, over the calibration range."""
+        if len(self.points) < 2:
+            return self.points[0][1] / self.points[0][0] if self.points else 1.0
+        (r0, m0), (r1, m1) = self.points[0], self.points[-1]
+        return (m1 - m0) / (r1 - r0) if m1 > m0 else m1 / r1
+
+    def _calibrated(self, raw: float) -> float:
+        """Piecewise linear through the calibration points, proportional beyond them."""
+        if not self.points:
+            return raw + self.overhead_ms
+        raws, ms = zip(*self.points)
+        if raw <= raws[0]:
+            return raw * ms[0] / raws[0]
+        if raw >= raws[-1]:
+            return raw * ms[-1] / raws[-1]
+        return float(np.interp(raw, raws, ms))
 
     # ------------------------------------------------------------------ building
     def _samples(self, size: int) -> tuple[list[int], int | None]:
@@ -131,11 +177,11 @@ class LatencyModel:
         tile = self.tile
         up = [min(size, math.ceil(size * f / tile) * tile) for f in self.fractions]
         widths = sorted({size, min(size, tile), min(size, 8), *up} - {0})
-        inside = [w for w in widths if w > tile and w - tile // 2 not in widths and w < size]
+        inside = [w for w in widths if w > tile and w - tile + 1 not in widths and w < size]
         if not inside:
             return widths, None
         middle = min(inside, key=lambda w: abs(w - size / 2))
-        return widths, middle - tile // 2
+        return widths, middle - tile + 1
 
     def _build_units(self) -> list[Unit]:
         todo, plans = {}, []
@@ -195,20 +241,22 @@ class LatencyModel:
     def predict(self, widths: Mapping[str, int] | None = None) -> float:
         """Predicted latency in ms with each named group at its kept width (others whole)."""
         widths = self._check(widths or {})
-        raw = sum(u.at(widths) for u in self.units)
-        return self.scale * raw + self.overhead_ms
+        return self._calibrated(sum(u.at(widths) for u in self.units))
 
     def predict_plan(self, plan_or_model) -> float:
         """Predicted latency of a plan ({group: kept indices}) or a compact/wrapped model."""
+        return self.predict(self.widths_of(plan_or_model))
+
+    def widths_of(self, plan_or_model) -> dict[str, int]:
+        """{group: kept width} of a plan or of a compact/wrapped model (groups by name)."""
         if isinstance(plan_or_model, Mapping):
-            return self.predict({n: len(k) for n, k in plan_or_model.items()})
-        graph = ChannelGraph(plan_or_model)
+            return {n: len(k) for n, k in plan_or_model.items()}
         from tfchannelprune.core.plans import gate_masks
 
+        graph = ChannelGraph(plan_or_model)
         masks = gate_masks(graph) if is_wrapped(plan_or_model) else {}
-        widths = {g.name: int(masks[g.name].sum()) if g.name in masks else g.size
-                  for g in graph.prunable_groups if g.name in self.sizes}  # fmt: skip
-        return self.predict(widths)
+        return {g.name: int(masks[g.name].sum()) if g.name in masks else g.size
+                for g in graph.prunable_groups if g.name in self.sizes}  # fmt: skip
 
     def group_ms(self, name: str, widths: Mapping[str, int]) -> float:
         """Predicted ms of the units ``name`` touches, at ``widths`` (scaled)."""

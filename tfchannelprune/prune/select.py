@@ -260,6 +260,8 @@ def _best_unit(groups, scores, queue, taken, saved_fn, reference, config, ms=Non
         channels = queue[name][taken[name] : taken[name] + unit]
         value = float(np.sum(scores[name][channels]))
         saved = saved_fn(name, unit) if saved_fn is not None else 0.0  # FLOPs or ms
+        if config.round_to == "auto":  # steps of different sizes: compare per channel
+            value, saved = value / len(channels), saved / len(channels)
         if config.lam:
             value -= config.lam * saved / reference
         if config.beta == "auto":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
@@ -41,7 +42,6 @@ from _results import write_results  # noqa: E402
 import tfchannelprune as tcp  # noqa: E402
 from tfchannelprune.datasets.digits import load_mnist_subset  # noqa: E402
 
-NAME = "latency_pruning"
 PAYLOAD: dict = {}
 
 
@@ -212,7 +212,7 @@ def write(args) -> None:
         lines.append("")
     if "experiment" in PAYLOAD:
         lines += experiment_lines(PAYLOAD["experiment"])
-    write_results(NAME, "\n".join(lines), PAYLOAD)
+    write_results(args.name, "\n".join(lines), PAYLOAD)
 
 
 def experiment_lines(rows) -> list[str]:
@@ -247,14 +247,23 @@ def main() -> None:
     parser.add_argument("--fine-tune", type=int, default=2)
     parser.add_argument("--macs", type=float, default=0.25)
     parser.add_argument("--cache", default=None, help="latency cache directory")
+    parser.add_argument("--name", default="latency_pruning", help="results file name")
+    parser.add_argument("--merge", action="append", default=[],
+                        help="JSON results of parts run apart, merged into this report")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.epochs, args.fine_tune = 1, 1, 1
     PAYLOAD.update(date=datetime.date.today().isoformat(), command=" ".join(sys.argv),
                    machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} "
                    f"cores", settings=vars(args))  # fmt: skip
+    for path in args.merge:
+        with open(path) as f:
+            merged = json.load(f)
+        PAYLOAD.update({k: merged[k] for k in ("tables", "done", "experiment") if k in merged})
+        PAYLOAD["command"] += f" (with {merged['command']})"
     parts = {"tables": part_tables, "done": part_done, "experiment": part_experiment}
-    for part in args.parts.split(","):
+    write(args)
+    for part in filter(None, args.parts.split(",")):
         PAYLOAD[part] = parts[part](args)
         write(args)
 

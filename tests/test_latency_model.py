@@ -142,3 +142,24 @@ def test_clear_error_without_litert(monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     with pytest.raises(ImportError, match="pip install ai-edge-litert"):
         latency_measure.require_litert()
+
+
+def test_channel_pruning_reads_the_table_not_an_export_per_event(table, monkeypatch):
+    model, _, cache, _ = table
+    latency = tcp.LatencyModel(model, cache_dir=cache, calibrate=False, **FAST)  # cached
+    target = 0.6 * latency.predict()
+    x = np.random.default_rng(0).standard_normal((32, 24, 24, 3)).astype("float32")
+    y = np.arange(32) % 10
+    gated = tcp.wrap(model)
+    gated.compile("adam", "sparse_categorical_crossentropy")
+
+    def no_export(self):
+        raise AssertionError("exported at an event")
+
+    monkeypatch.setattr(tcp.ChannelPruning, "measure_latency", no_export)
+    pruning = tcp.ChannelPruning((x, y), "sparse_categorical_crossentropy", "l1_weight",
+                                 target_latency=target, latency_model=latency,
+                                 channels_per_step=None, verbose=0)  # fmt: skip
+    gated.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[pruning])
+    assert pruning.done and pruning.history[-1]["latency_ms"] <= target
+    assert pruning.final_latency_ms > 0

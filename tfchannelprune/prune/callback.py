@@ -67,7 +67,9 @@ class ChannelPruning(keras.callbacks.Callback):
         target_latency: LiteRT latency to reach, in milliseconds (batch 1, ``latency_threads``
             threads, XNNPACK). Measured, not estimated: at each event the model is compacted,
             exported and timed, and the next MACs target is the current one scaled by
-            target / measured latency.
+            target / measured latency. With ``latency_model`` (a ``tfchannelprune.LatencyModel``
+            of the model) the latency at each event is the table's prediction instead, and one
+            export is timed when training ends (``final_latency_ms``).
         prune_every: prune every this many epochs (``frequency="epoch"``) or steps
             (``frequency="step"``).
         schedule: "constant" (aim at the final target from the first event, removing
@@ -101,6 +103,7 @@ class ChannelPruning(keras.callbacks.Callback):
         target_channels: int | None = None,
         target_latency: float | None = None,
         latency_threads: int = 1,
+        latency_model=None,
         prune_every: int = 1,
         frequency: str = "epoch",
         schedule="constant",
@@ -156,6 +159,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self.target_channels = target_channels
         self.target_latency, self.latency_threads = target_latency, latency_threads
         self.latency_ms: float | None = None
+        self.latency_model, self.final_latency_ms = latency_model, None
         self.prune_every, self.frequency = prune_every, frequency
         self.schedule, self.num_events = schedule, num_events
         procedures.channels_per_event(channels_per_step, 1)  # validates
@@ -215,6 +219,8 @@ class ChannelPruning(keras.callbacks.Callback):
         )  # fmt: skip
 
     def on_train_end(self, logs=None):
+        if self.target_latency is not None and self.latency_model is not None:
+            self.final_latency_ms = self.latency_model.measure(self.model)
         release = getattr(self.importance, "release", None)
         if release is not None:
             release()
@@ -302,7 +308,12 @@ class ChannelPruning(keras.callbacks.Callback):
 
     def _latency_fraction(self, masks) -> float | None:
         """The MACs fraction to aim at now, or None when the latency target is met."""
-        self.latency_ms = self.measure_latency()
+        if self.latency_model is None:
+            self.latency_ms = self.measure_latency()
+        else:  # the table's prediction: no export per event
+            widths = {n: int(m.sum()) for n, m in self._all_masks(masks).items()
+                      if n in self.latency_model.sizes}  # fmt: skip
+            self.latency_ms = self.latency_model.predict(widths)
         if self.latency_ms <= self.target_latency:
             return None
         full = self._all_masks(masks)

@@ -169,8 +169,11 @@ def one_seed(family, build, seed, args) -> dict:
 
 def part_experiment(args) -> list[dict]:
     rows = []
-    for family, build in (("MobileNetV2", lambda: mobilenet((32, 32, 1), 10)),
-                          ("EfficientNetB0", efficientnet)):  # fmt: skip
+    families = (("MobileNetV2", lambda: mobilenet((32, 32, 1), 10)),
+                ("EfficientNetB0", efficientnet))  # fmt: skip
+    for family, build in families:
+        if family not in args.families.split(","):
+            continue
         for seed in range(args.seeds):
             rows.append(one_seed(family, build, seed, args))
             PAYLOAD["experiment"] = rows
@@ -248,6 +251,7 @@ def main() -> None:
     parser.add_argument("--macs", type=float, default=0.25)
     parser.add_argument("--cache", default=None, help="latency cache directory")
     parser.add_argument("--name", default="latency_pruning", help="results file name")
+    parser.add_argument("--families", default="MobileNetV2,EfficientNetB0")
     parser.add_argument("--merge", action="append", default=[],
                         help="JSON results of parts run apart, merged into this report")
     args = parser.parse_args()
@@ -259,7 +263,8 @@ def main() -> None:
     for path in args.merge:
         with open(path) as f:
             merged = json.load(f)
-        PAYLOAD.update({k: merged[k] for k in ("tables", "done", "experiment") if k in merged})
+        PAYLOAD.update({k: merged[k] for k in ("tables", "done") if k in merged})
+        PAYLOAD["experiment"] = PAYLOAD.get("experiment", []) + merged.get("experiment", [])
         PAYLOAD["command"] += f" (with {merged['command']})"
     parts = {"tables": part_tables, "done": part_done, "experiment": part_experiment}
     write(args)

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-1
 
-.PHONY: install test demo gaze-demo lint bench-coverage bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic bench-procedure bench-molchanov bench-defaults clean
+.PHONY: install test demo gaze-demo lint bench-coverage bench-surgery bench-pruning bench-speedup bench-gaze bench-dynamic bench-procedure bench-molchanov bench-defaults bench-latency clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-coverage: $(STAMP)
 
 bench-dynamic: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/dynamic.py
+
+bench-latency: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/latency_pruning.py
 
 bench-gaze: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/gaze.py

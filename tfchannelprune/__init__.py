@@ -32,6 +32,7 @@ from tfchannelprune.deploy.latency import (
     preferred_width,
     round_width,
 )
+from tfchannelprune.deploy.latency_model import LatencyModel
 from tfchannelprune.dynamic.callback import DynamicChannelExecution
 from tfchannelprune.errors import (
     NonFiniteInputError,
@@ -68,6 +69,7 @@ __all__ = [
     "FPGM",
     "GATHERED",
     "Importance",
+    "LatencyModel",
     "NonFiniteInputError",
     "Passthrough",
     "PolynomialSchedule",

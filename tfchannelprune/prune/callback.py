@@ -20,8 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-
 import keras
 import numpy as np
 
@@ -31,6 +29,7 @@ from tfchannelprune.core.cost import macs_for, params_for
 from tfchannelprune.core.graph import ChannelGraph
 from tfchannelprune.core.plans import gate_masks, set_kept_channels
 from tfchannelprune.core.wrap import gated_model
+from tfchannelprune.deploy import latency_measure
 from tfchannelprune.prune import procedures, reporting, resume, select
 from tfchannelprune.prune.schedules import PolynomialSchedule, target_fraction
 from tfchannelprune.saliency import registry
@@ -59,16 +58,17 @@ class ChannelPruning(keras.callbacks.Callback):
             ``mask_delta`` signals are accumulated in the training steps between events;
             criteria that read only the weights ("l1_weight", "fpgm", ...) need nothing.
         loss: loss for the signal; default: the model's compiled loss.
-        signal: what ranks the channels: a signal name or id (see
-            ``tfchannelprune.signals``), e.g. "taylor", "fisher", "l1_weight", "fpgm",
-            "random"; an ``Importance`` object; or a function ``fn(context) -> {group:
-            scores}`` (see ``tfchannelprune.Importance``).
+        signal: what ranks the channels: a signal name or id (``tfchannelprune.signals``),
+            e.g. "taylor", "fisher", "l1_weight", "fpgm", "random"; an ``Importance``; or a
+            function ``fn(context) -> {group: scores}`` (see ``tfchannelprune.Importance``).
         target_macs / target_params: fraction of the original MACs / params to reach, in (0, 1].
         target_channels: number of prunable channels to keep in total (alternative target).
         target_latency: LiteRT latency to reach, in milliseconds (batch 1, ``latency_threads``
             threads, XNNPACK). Measured, not estimated: at each event the model is compacted,
             exported and timed, and the next MACs target is the current one scaled by
-            target / measured latency.
+            target / measured latency. With ``latency_model`` (a ``tfchannelprune.LatencyModel``
+            of the model) the latency at each event is the table's prediction instead, and one
+            export is timed when training ends (``final_latency_ms``).
         prune_every: prune every this many epochs (``frequency="epoch"``) or steps
             (``frequency="step"``).
         schedule: "constant" (aim at the final target from the first event, removing
@@ -105,6 +105,7 @@ class ChannelPruning(keras.callbacks.Callback):
         target_channels: int | None = None,
         target_latency: float | None = None,
         latency_threads: int = 1,
+        latency_model=None,
         prune_every: int = 1,
         frequency: str = "epoch",
         schedule="constant",
@@ -161,6 +162,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self.target_channels = target_channels
         self.target_latency, self.latency_threads = target_latency, latency_threads
         self.latency_ms: float | None = None
+        self.latency_model, self.final_latency_ms = latency_model, None
         self.prune_every, self.frequency = prune_every, frequency
         self.schedule, self.num_events = schedule, num_events
         procedures.channels_per_event(channels_per_step, 1)  # validates
@@ -223,6 +225,8 @@ class ChannelPruning(keras.callbacks.Callback):
         )  # fmt: skip
 
     def on_train_end(self, logs=None):
+        if self.target_latency is not None and self.latency_model is not None:
+            self.final_latency_ms = self.latency_model.measure(self.model)
         resume.report_target_not_reached(self)
         release = getattr(self.importance, "release", None)
         if release is not None:
@@ -298,20 +302,16 @@ class ChannelPruning(keras.callbacks.Callback):
 
     def measure_latency(self) -> float:
         """Median LiteRT latency (ms) of the model compacted as it stands."""
-        import tempfile
-
-        from tfchannelprune.deploy.export import export_tflite
-        from tfchannelprune.deploy.latency import benchmark_tflite
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.tflite")
-            export_tflite(self.model, path)
-            report = benchmark_tflite(path, num_threads=self.latency_threads, runs=30)
-        return report.median_ms
+        return latency_measure.exported_latency_ms(self.model, self.latency_threads)
 
     def _latency_fraction(self, masks) -> float | None:
         """The MACs fraction to aim at now, or None when the latency target is met."""
-        self.latency_ms = self.measure_latency()
+        if self.latency_model is None:
+            self.latency_ms = self.measure_latency()
+        else:  # the table's prediction: no export per event
+            widths = {n: int(m.sum()) for n, m in self._all_masks(masks).items()
+                      if n in self.latency_model.sizes}  # fmt: skip
+            self.latency_ms = self.latency_model.predict(widths)
         if self.latency_ms <= self.target_latency:
             return None
         full = self._all_masks(masks)

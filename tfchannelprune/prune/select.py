@@ -16,6 +16,11 @@ neighbours' current widths, so they are recomputed after each one:
   paper sweeps about 3e-4 .. 3e-1 without pinning the FLOP unit down; on the small CNNs here
   useful values are near 1e-7 .. 1e-5 per FLOP. ``beta="auto"`` is their hyperparameter-free
   ``beta*``: rank by ``score / FLOPs saved`` (loss per FLOP).
+
+With ``cost="latency"`` both are priced per millisecond of predicted LiteRT latency instead of
+per FLOP (a ``LatencyModel``, ``prune.latency_costs``): ``lam`` x ms saved over the largest
+per-channel ms, ``beta`` in loss units per ms, ``beta="auto"`` ranks by score per ms saved
+(HALP's latency-saliency ratio). ``target_latency`` stops at a predicted latency.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import numpy as np
 
 from tfchannelprune.core.cost import MarginalCosts, macs_for, marginal_for, params_for
 from tfchannelprune.core.plans import ignored_groups
+from tfchannelprune.prune.latency_costs import LatencyCosts
 
 NORMALISATIONS = ("none", "l2", "max", "mean", "sum")
+COSTS = ("macs", "latency")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +55,12 @@ class SelectionConfig:
             (score per FLOP saved, Theis's beta*).
         min_channels: floor of channels kept in every group.
         round_to: keep widths at multiples of this (a group loses ``round_to`` channels at a
-            time once aligned); 1 disables it.
+            time once aligned); 1 disables it; "auto": widths chosen from the latency table,
+            skipping those where a narrower width is not faster (needs a ``LatencyModel``).
         ignored_layers: layer names (bare or full paths) whose groups are never pruned: a
             group touching one as producer, consumer or channel-wise layer is kept whole.
+        cost: what ``lam`` and ``beta`` price: "macs" (FLOPs saved) or "latency" (predicted
+            ms saved, from a ``LatencyModel``).
     """
 
     mode: str = "global"
@@ -58,8 +68,9 @@ class SelectionConfig:
     lam: float = 0.0
     beta: float | str = 0.0
     min_channels: int = 1
-    round_to: int = 1
+    round_to: int | str = 1
     ignored_layers: tuple[str, ...] = ()
+    cost: str = "macs"
 
     def __post_init__(self):
         if self.mode not in ("global", "local"):
@@ -70,7 +81,11 @@ class SelectionConfig:
             )
         if not (self.beta == "auto" or isinstance(self.beta, (int, float))):
             raise ValueError(f"beta must be a number or 'auto'. Received: beta={self.beta!r}")
-        if self.min_channels < 1 or self.round_to < 1:
+        if self.cost not in COSTS:
+            raise ValueError(f"cost must be one of {COSTS}. Received: cost={self.cost!r}")
+        if self.round_to != "auto" and not isinstance(self.round_to, int):
+            raise ValueError(f"round_to must be an int or 'auto'. Received: {self.round_to!r}")
+        if self.min_channels < 1 or (self.round_to != "auto" and self.round_to < 1):
             raise ValueError(
                 "min_channels and round_to must be >= 1. "
                 f"Received: min_channels={self.min_channels}, round_to={self.round_to}"
@@ -102,16 +117,24 @@ def floor_plan(graph, config: SelectionConfig) -> dict[str, list[int]]:
     }
 
 
+def _step(config: SelectionConfig) -> int:
+    """The fixed width multiple (``round_to="auto"`` has none: the table chooses)."""
+    return 1 if config.round_to == "auto" else config.round_to
+
+
 def _floor(size: int, config: SelectionConfig) -> int:
     floor = min(size, config.min_channels)
-    if config.round_to > 1 and size >= config.round_to:
+    if _step(config) > 1 and size >= config.round_to:
         floor = max(config.round_to, int(np.ceil(floor / config.round_to)) * config.round_to)
     return min(size, floor)
 
 
-def _unit(kept: int, size: int, config: SelectionConfig) -> int:
+def _unit(kept: int, size: int, config: SelectionConfig, name=None, latency=None) -> int:
     """How many channels a group loses in one greedy step (keeps widths aligned)."""
-    if config.round_to > 1 and size >= config.round_to:
+    if config.round_to == "auto" and latency is not None:
+        below = latency.next_width(name, kept)
+        return kept - below if below is not None else kept
+    if _step(config) > 1 and size >= config.round_to:
         return kept % config.round_to or config.round_to
     return 1
 
@@ -125,6 +148,8 @@ def select_channels(
     target_macs: float | None = None,
     target_params: float | None = None,
     max_channels: int | None = None,
+    target_latency: float | None = None,
+    latency=None,
 ) -> dict[str, np.ndarray]:
     """Greedily switch channels off until a target is met; return the new keep masks.
 
@@ -135,6 +160,9 @@ def select_channels(
         config: the ``SelectionConfig``.
         target_macs / target_params: absolute MACs / params to get down to.
         max_channels: remove at most this many channels in this call.
+        target_latency: predicted LiteRT latency (ms) to get down to (needs ``latency``).
+        latency: a ``LatencyModel`` of the model (or of the one it was compacted from), for
+            ``target_latency``, ``cost="latency"`` and ``round_to="auto"``.
 
     Returns:
         {group: boolean keep mask} for every candidate group. A group missing from
@@ -150,10 +178,15 @@ def select_channels(
     groups = {n: g for n, g in candidates.items() if n in scores}
     fixed.update({n: m for n, m in every.items() if n not in groups})
     masks = {n: every[n] for n in groups}
-    if config.mode == "local":
-        chosen = _select_local(
-            graph, groups, scores, masks, fixed, config, target_macs, target_params
+    needs_table = target_latency is not None or config.cost == "latency"
+    if latency is None and (needs_table or config.round_to == "auto"):
+        raise ValueError(
+            "target_latency, cost='latency' and round_to='auto' need a LatencyModel of the "
+            "model (tfchannelprune.LatencyModel(model)). Received: latency=None"
         )
+    targets = (target_macs, target_params, target_latency)
+    if config.mode == "local":
+        chosen = _select_local(graph, groups, scores, masks, fixed, config, targets, latency)
         return {**every, **chosen}
     # normalised once per call over the channels kept at its start (Molchanov normalises
     # the scores of each evaluation), so an event's order does not drift as it removes
@@ -169,33 +202,57 @@ def select_channels(
              for n in groups}  # fmt: skip
     taken = dict.fromkeys(groups, 0)
     removed = 0
-    reference = _largest_channel_flops(graph, groups) if config.lam else 1.0
     costs = MarginalCosts(graph, {**fixed, **masks})  # updated layer by layer as we go
-    units = {n: _next_unit(g, normalised[n], queue[n], 0, config) for n, g in groups.items()}
+    ms = LatencyCosts(latency, graph, {**fixed, **masks}) if latency is not None else None
+    reference = 1.0
+    if config.lam:
+        reference = (ms.largest_channel_ms(groups) if config.cost == "latency"
+                     else _largest_channel_flops(graph, groups))  # fmt: skip
+    def next_unit(name):
+        return _next_unit(groups[name], normalised[name], queue[name], taken[name], config, ms)
+
+    units = {n: next_unit(n) for n in groups}  # what each group would lose next
     while True:
-        if _reached(graph, masks, fixed, costs.macs, target_macs, target_params):
+        if _reached(graph, masks, fixed, costs.macs, targets, ms):
             break
         if max_channels is not None and removed >= max_channels:
             break
-        marginal = costs.marginal if _cost_aware(config) else {}
-        choice = _best_unit(units, marginal, reference, config)
+        saved = _saved_fn(config, costs, ms)
+        choice = _best_unit(units, saved, reference, config)
         if choice is None:
             break  # every group at its floor
         name, channels = choice
         masks[name][channels] = False
         taken[name] += len(channels)
-        units[name] = _next_unit(groups[name], normalised[name], queue[name], taken[name], config)
         costs.update(name, masks)
+        if ms is not None:
+            ms.update(name, masks)
+        # a table's allowed widths may move with the neighbours: recompute every unit then
+        for n in (groups if config.round_to == "auto" else [name]):
+            units[n] = next_unit(n)
         removed += len(channels)
     return {**every, **masks}
 
 
-def _reached(graph, masks, fixed, macs, target_macs, target_params) -> bool:
+def _saved_fn(config, costs, ms):
+    """(group, channels removed) -> cost saved, in FLOPs or ms; None when ranking ignores it."""
+    if not _cost_aware(config):
+        return None
+    if config.cost == "latency":
+        return ms.saved
+    marginal = costs.marginal
+    return lambda name, unit: 2.0 * marginal.get(name, 0.0) * unit  # FLOPs, per example
+
+
+def _reached(graph, masks, fixed, macs, targets, ms=None) -> bool:
+    target_macs, target_params, target_latency = targets
     if target_macs is not None and macs > target_macs:
         return False
     if target_params is not None and params_for(graph, {**fixed, **masks}) > target_params:
         return False
-    return target_macs is not None or target_params is not None
+    if target_latency is not None and ms.total > target_latency:
+        return False
+    return any(t is not None for t in targets)
 
 
 def _cost_aware(config) -> bool:
@@ -208,46 +265,51 @@ def _largest_channel_flops(graph, groups) -> float:
     return max((2.0 * full.get(name, 0.0) for name in groups), default=1.0) or 1.0
 
 
-def _next_unit(group, scores, queue, taken, config):
+def _next_unit(group, scores, queue, taken, config, ms=None):
     """(channels, summed normalised score) a group would lose next, or None at its floor."""
     kept = len(queue) - taken
-    unit = _unit(kept, group.size, config)
-    if kept - unit < _floor(group.size, config):
+    unit = _unit(kept, group.size, config, group.name, ms)
+    if unit < 1 or kept - unit < _floor(group.size, config):
         return None
     channels = queue[taken : taken + unit]
     return channels, float(np.sum(scores[channels]))
 
 
-def _best_unit(units, marginal, reference, config):
+def _best_unit(units, saved_fn, reference, config):
     best, best_value = None, np.inf
     for name, candidate in units.items():
         if candidate is None:
             continue
         channels, value = candidate
-        flops = 2.0 * marginal.get(name, 0.0) * len(channels)  # FLOPs saved, per example
+        saved = saved_fn(name, len(channels)) if saved_fn is not None else 0.0  # FLOPs or ms
+        if config.round_to == "auto":  # steps of different sizes: compare per channel
+            value, saved = value / len(channels), saved / len(channels)
         if config.lam:
-            value -= config.lam * flops / reference
+            value -= config.lam * saved / reference
         if config.beta == "auto":
-            value = value / max(flops, 1e-12) if marginal else value
+            value = value / max(saved, 1e-12) if saved_fn is not None else value
         elif config.beta:
-            value -= config.beta * flops
+            value -= config.beta * saved
         if value < best_value:
             best, best_value = (name, channels), value
     return best
 
 
-def _select_local(graph, groups, scores, masks, fixed, config, target_macs, target_params):
+def _select_local(graph, groups, scores, masks, fixed, config, targets, latency):
     """Same fraction from every group, bisected to meet the target."""
     start = {n: int(m.sum()) for n, m in masks.items()}
+    ms = LatencyCosts(latency, graph, masks) if latency is not None else None
 
     def masks_at(fraction):
         out = {}
         for name, group in groups.items():
             kept = np.flatnonzero(masks[name])
             width = max(_floor(group.size, config), int(round(start[name] * fraction)))
-            if config.round_to > 1 and group.size >= config.round_to:
+            if _step(config) > 1 and group.size >= config.round_to:
                 width = max(_floor(group.size, config),
                             int(np.ceil(width / config.round_to)) * config.round_to)  # fmt: skip
+            if config.round_to == "auto":
+                width = ms.snap_up(name, width)
             width = min(width, len(kept))
             raw = np.asarray(scores[name], dtype=np.float64)
             keep = kept[np.argsort(-raw[kept], kind="stable")[:width]]
@@ -260,7 +322,8 @@ def _select_local(graph, groups, scores, masks, fixed, config, target_macs, targ
     for _ in range(30):
         mid = (lo + hi) / 2
         trial = {**fixed, **masks_at(mid)}
-        if _reached(graph, trial, {}, macs_for(graph, trial), target_macs, target_params):
+        trial_ms = LatencyCosts(latency, graph, trial) if latency is not None else None
+        if _reached(graph, trial, {}, macs_for(graph, trial), targets, trial_ms):
             lo = mid
         else:
             hi = mid

@@ -132,7 +132,7 @@ def main() -> None:
     text = "\n".join(lines)
     print("\n" + text)
     write_results(args.out, text, {"summary": summary, "runs": runs, "load_average": load,
-                                   "package": os.path.dirname(tcp.__file__)})  # fmt: skip
+                                   "package": os.path.relpath(os.path.dirname(tcp.__file__))})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ class LatencyModel:
 
     def __init__(self, model, *, dtype: str = "float32", num_threads: int = 1,
                  cache_dir=None, rounds: int = 3, fractions=FRACTIONS, tile: int = TILE,
-                 calibrate: bool = True, verbose: int = 0):  # fmt: skip
+                 calibrate: bool = True, verbose: int = 1):  # fmt: skip
         if dtype not in measure.DTYPES:
             raise ValueError(f"dtype must be one of {measure.DTYPES}. Received: dtype={dtype!r}")
         if not isinstance(num_threads, int) or num_threads < 1:

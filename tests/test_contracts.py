@@ -179,8 +179,9 @@ def test_full_path_and_bare_name_name_the_same_layer():
     assert "/" in path  # a layer inside a nested model
     by_path = ignored_groups(graph, [path])
     assert group.name in by_path and by_path == ignored_groups(graph, [path.split("/")[-1]])
-    with pytest.raises(TypeError, match="list of layer names"):
-        ignored_groups(graph, path)
+    assert ignored_groups(graph, path) == by_path  # one name alone, not its characters
+    with pytest.raises(TypeError, match="one layer name or a list"):
+        ignored_groups(graph, [path, 3])
 
 
 @pytest.mark.parametrize("entry", ENTRIES)

@@ -87,16 +87,21 @@ def test_bad_config():
         select.SelectionConfig(min_channels=0)
 
 
-def two_group_graph():
-    """Channels of conv "a" save 8064 FLOPs each, of conv "b" 4614 (computed by hand)."""
+def two_conv_graph(width_a: int, width_b: int):
+    """Conv "a" (8x8, 3x3) feeding conv "b", then GAP + Dense(3): the wrapped model's graph."""
     import keras
     from keras import layers as L
 
     inp = keras.Input((8, 8, 1))
-    x = L.Conv2D(4, 3, padding="same", use_bias=False, name="a")(inp)
-    x = L.Conv2D(6, 3, padding="same", use_bias=False, name="b")(x)
+    x = L.Conv2D(width_a, 3, padding="same", use_bias=False, name="a")(inp)
+    x = L.Conv2D(width_b, 3, padding="same", use_bias=False, name="b")(x)
     out = L.Dense(3, use_bias=False)(L.GlobalAveragePooling2D()(x))
-    graph = tcp.ChannelGraph(tcp.wrap(keras.Model(inp, out)))
+    return tcp.ChannelGraph(tcp.wrap(keras.Model(inp, out)))
+
+
+def two_group_graph():
+    """Channels of conv "a" save 8064 FLOPs each, of conv "b" 4614 (computed by hand)."""
+    graph = two_conv_graph(4, 6)
     # a: producer 8*8*9*1 + consumer b 8*8*9*6 MACs; b: 8*8*9*4 + Dense 3; FLOPs = 2 x MACs
     assert tcp.marginal_macs(graph) == {"a": 576 + 3456, "b": 2304 + 3}
     # the cheap channel has the lowest score: pure Fisher removes it first
@@ -152,14 +157,7 @@ def test_incremental_costs_equal_a_full_recount(name):
 
 def two_widths_graph():
     """Conv "a" with 4 channels and conv "b" with 16, the same score distribution in each."""
-    import keras
-    from keras import layers as L
-
-    inp = keras.Input((8, 8, 1))
-    x = L.Conv2D(4, 3, padding="same", use_bias=False, name="a")(inp)
-    x = L.Conv2D(16, 3, padding="same", use_bias=False, name="b")(x)
-    out = L.Dense(3, use_bias=False)(L.GlobalAveragePooling2D()(x))
-    graph = tcp.ChannelGraph(tcp.wrap(keras.Model(inp, out)))
+    graph = two_conv_graph(4, 16)
     scores = {"a": np.arange(1.0, 5.0), "b": np.tile(np.arange(1.0, 5.0), 4)}
     return graph, scores
 

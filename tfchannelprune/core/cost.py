@@ -65,6 +65,7 @@ def count_macs(model, *, per_layer: bool = False, plan=None):
         plan: optional {group: kept indices} to cost a hypothetical pruning.
     """
     graph, masks = _graph_and_masks(model, plan)
+    _warn_uncounted(graph)  # here, not in macs_for: the greedy loop calls that per removal
     return macs_for(graph, masks, per_layer)
 
 
@@ -76,7 +77,6 @@ def macs_for(graph, masks, per_layer: bool = False):
         rule = rules.get(fn.op)
         in_w, out_w = _widths(graph, fn, masks)
         result[fn.path] = result.get(fn.path, 0) + int(_macs(rule, fn, in_w, out_w))
-    _warn_uncounted(graph)
     return result if per_layer else int(sum(result.values()))
 
 

@@ -78,12 +78,13 @@ def report_target_not_reached(callback) -> str | None:
 def _shortfall_text(callback) -> str:
     from tfchannelprune.core.plans import gate_masks
 
-    cost = callback._cost(gate_masks(callback.graph))
+    masks = gate_masks(callback.graph)  # read once: both targets below use it
+    cost = callback._cost(masks)
     targets = {
         "target_macs": (callback.target_macs, f"MACs {cost['macs_fraction']:.3f}"),
         "target_params": (callback.target_params, f"params {cost['params_fraction']:.3f}"),
         "target_channels": (callback.target_channels,
-                            f"{callback._channels_kept(gate_masks(callback.graph))} channels"),
+                            f"{callback._channels_kept(masks)} channels"),
         "target_latency": (callback.target_latency, f"{callback.latency_ms} ms"),
     }  # fmt: skip
     named = [(k, v, now) for k, (v, now) in targets.items() if v is not None]

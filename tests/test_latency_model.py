@@ -138,6 +138,18 @@ def test_bad_arguments(tmp_path):
         tcp.LatencyModel(_net(8, 8), num_threads=0, cache_dir=tmp_path)
 
 
+def test_a_non_model_or_unusable_cache_dir_is_refused_before_any_timing(tmp_path, monkeypatch):
+    timed = []
+    monkeypatch.setattr(latency_measure.MicroBench, "time", lambda *a, **k: timed.append(a))
+    for bad in (None, "model.keras"):
+        with pytest.raises(TypeError, match="Expected a keras.Model"):
+            tcp.LatencyModel(bad, cache_dir=tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match="cache_dir"):
+        tcp.LatencyModel(_net(8, 8), cache_dir=tmp_path / "file" / "cache")
+    assert timed == []
+
+
 def test_clear_error_without_litert(monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     with pytest.raises(ImportError, match="pip install ai-edge-litert"):

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from tfchannelprune import _keras
+from tfchannelprune.core.checks import check_output_path
 from tfchannelprune.core.surgery import node_cut
 from tfchannelprune.deploy.export import export_tflite
 from tfchannelprune.deploy.latency import benchmark_tflite
@@ -255,6 +256,14 @@ class LatencyCache:
         self.dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
         name = f"{machine_tag()}-{STATISTIC}-{dtype}-t{num_threads}.json".replace(os.sep, "_")
         self.path = os.path.join(self.dir, name)
+        try:  # checked before any timing, not when the table is saved at the end
+            os.makedirs(self.dir, exist_ok=True)
+        except OSError as error:
+            raise type(error)(
+                f"The latency cache directory {self.dir!r} cannot be created "
+                f"({error.strerror}). Pass a writable cache_dir. Received: cache_dir={cache_dir!r}"
+            ) from None
+        check_output_path(self.path, "cache_dir")
         self.values: dict[str, float] = {}
         if os.path.isfile(self.path):
             with open(self.path, encoding="utf-8") as f:

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Mapping
 
+import keras
 import numpy as np
 
 from tfchannelprune.core.gate import is_wrapped
@@ -117,12 +118,13 @@ class LatencyModel:
         start = time.perf_counter()
         self.bench = measure.MicroBench(num_threads, rounds)  # raises without LiteRT
         self.dtype, self.num_threads = dtype, num_threads
-        self.model = strip(model) if is_wrapped(model) else model
+        # ChannelGraph raises the TypeError that says what is taken for a non-model
+        self.model = strip(model) if isinstance(model, keras.Model) and is_wrapped(model) else model
         self.graph = ChannelGraph(self.model)
+        self.cache = measure.LatencyCache(cache_dir, dtype, num_threads)  # a bad path: now
         self.sizes = {g.name: g.size for g in self.graph.prunable_groups}
         self.tile = tile
         self.fractions, self.verbose = tuple(fractions), verbose
-        self.cache = measure.LatencyCache(cache_dir, dtype, num_threads)
         self.measured = 0
         self.overhead_ms = self._timed({"overhead": measure.overhead_model})["overhead"]
         self.units = self._build_units()

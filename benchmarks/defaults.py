@@ -153,8 +153,9 @@ def one_run(dense, arch, seed, target, config, splits, args) -> dict:
     model.set_weights(dense.get_weights())
     x, y = splits["train"]
     start = time.time()
-    result = tcp.prune(model, (x[:CALIBRATION], y[:CALIBRATION]), _loss(), target_macs=target,
-                       rounds=10, signal=signal, fine_tune_data=(x, y), fine_tune_epochs=1,
+    result = tcp.prune(model, (x[:CALIBRATION], y[:CALIBRATION]), loss=_loss(),
+                       target_macs=target, rounds=10, signal=signal, fine_tune_data=(x, y),
+                       fine_tune_epochs=1,
                        optimizer=keras.optimizers.Adam(1e-3), fit_kwargs={"batch_size": 64},
                        verbose=0, **selection)  # fmt: skip
     pruned = _compile(result.model)

@@ -142,7 +142,8 @@ def test_channel_pruning_ranks_by_the_importance(signal):
     gated = tcp.wrap(tiny_cnn())
     gated.compile(optimizer="sgd", loss=LOSS)
     importance = {"fpgm": "fpgm", "user": ByIndex(), "function": ByIndex().__call__}[signal]
-    pruning = tcp.ChannelPruning(None, LOSS, importance, target_macs=0.5, mode="local", verbose=0)
+    pruning = tcp.ChannelPruning(None, LOSS, importance, target_macs=0.5, mode="local",
+                                  channels_per_step=None, verbose=0)
     gated.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[pruning])
     assert pruning.done and pruning.history[0]["channels_removed"] > 0
     kept = tcp.get_kept_channels(gated)

@@ -209,3 +209,28 @@ def test_a_group_without_scores_is_kept(mode):
     masks = select.select_channels(graph, scores, {}, config, max_channels=4, target_macs=1)
     assert masks["a"].all() and set(masks) == {"a", "b"}
     assert (~masks["b"]).sum() >= (4 if mode == "global" else 1)
+
+
+@pytest.mark.parametrize("cap", [1, 3, 10])
+def test_local_mode_honours_the_cap_per_event(graph, cap):
+    """mode="local" used to ignore max_channels: one callback event took the whole way to
+    the target. It now stops at the cap, the same fraction everywhere, and gives back the
+    best-scored channels that width rounding took beyond it."""
+    config = select.SelectionConfig(mode="local")
+    original = macs_for(graph, full_masks(graph))
+    masks = select.select_channels(graph, rand_scores(graph), {}, config, max_channels=cap,
+                                   target_macs=0.25 * original)  # fmt: skip
+    assert sum(int((~m).sum()) for m in masks.values()) == cap
+    assert macs_for(graph, masks) > 0.25 * original
+
+
+def test_local_mode_cuts_every_group_by_about_the_same_fraction():
+    graph, scores = two_widths_graph()
+    config = select.SelectionConfig(mode="local")
+    assert lost(select.select_channels(graph, scores, {}, config, max_channels=10)) == {
+        "a": 2, "b": 8}  # fmt: skip
+    masks = {}
+    for event in range(1, 4):  # later events go on from the masks, one cap at a time
+        masks = select.select_channels(graph, scores, masks, config, max_channels=5)
+        assert sum(lost(masks).values()) == 5 * event
+    assert lost(masks) == {"a": 3, "b": 12}  # 3/4 of each

@@ -113,7 +113,7 @@ class ChannelPruning(keras.callbacks.Callback):
         channels_per_step: int | str | None = "auto",
         steps: int | None = None,
         batch_size: int = 32,
-        mode: str = "global",
+        mode: str = "auto",
         normalize: str = "auto",
         lam: float = 0.0,
         beta: float | str | None = None,
@@ -168,11 +168,9 @@ class ChannelPruning(keras.callbacks.Callback):
         procedures.channels_per_event(channels_per_step, 1)  # validates
         self.channels_per_step = channels_per_step
         self.steps, self.batch_size = steps, batch_size
-        auto = procedures.default_selection(self.importance)
         self.config = select.SelectionConfig(
-            mode=mode, normalize=auto["normalize"] if normalize == "auto" else normalize,
-            lam=lam, beta=auto["beta"] if beta is None else beta, min_channels=min_channels,
-            round_to=round_to, ignored_layers=layer_names(ignored_layers),
+            **procedures.resolve_selection(self.importance, mode, normalize, beta, lam),
+            min_channels=min_channels, round_to=round_to, ignored_layers=layer_names(ignored_layers),
         )  # fmt: skip
         self.monitor, self.history_path, self.log_dir = monitor, history_path, log_dir
         self.verbose = verbose

@@ -57,7 +57,7 @@ def prune(
     carry_optimizer: bool = True,
     batch_size: int = 32,
     steps: int | None = None,
-    mode: str = "global",
+    mode: str = "auto",
     normalize: str = "auto",
     lam: float = 0.0,
     beta: float | str | None = None,
@@ -124,11 +124,10 @@ def prune(
         raise ValueError(f"rounds must be >= 1. Received: rounds={rounds}")
     importance = registry.get(signal)
     loss = getattr(model, "loss", None) if loss is None else loss
-    auto = procedures.default_selection(importance)
     by_latency = target_latency is not None
     config = select.SelectionConfig(
-        mode=mode, normalize=auto["normalize"] if normalize == "auto" else normalize, lam=lam,
-        beta=auto["beta"] if beta is None else beta, min_channels=min_channels,
+        **procedures.resolve_selection(importance, mode, normalize, beta, lam),
+        min_channels=min_channels,
         round_to=("auto" if by_latency else 1) if round_to is None else round_to,
         ignored_layers=layer_names(ignored_layers),
         cost=("latency" if by_latency else "macs") if cost is None else cost,

@@ -46,7 +46,7 @@ PAPERS = {
 }  # fmt: skip
 
 # issue 18: chosen on the validation split of benchmarks/defaults.py
-DEFAULT_SELECTION = {"normalize": "mean", "beta": 0.0}
+DEFAULT_SELECTION = {"mode": "global", "normalize": "mean", "beta": 0.0}
 
 AUTO_FRACTION = 0.05  # of the prunable channels, removed at most per event by default
 
@@ -69,7 +69,8 @@ def signal_id(importance) -> str | None:
 
 
 def default_selection(importance) -> dict:
-    """{"normalize", "beta"} the procedure uses for ``importance`` when left to "auto".
+    """{"mode", "normalize", "beta"} the procedure uses for ``importance`` when left to
+    "auto".
 
     The same for every criterion (see the module docstring): group-mean normalisation, no
     cost term. The papers' rankings stay one argument away (``normalize="l2"``,
@@ -77,6 +78,18 @@ def default_selection(importance) -> dict:
     """
     del importance  # kept in the signature: a criterion may get its own default again
     return dict(DEFAULT_SELECTION)
+
+
+def resolve_selection(importance, mode="auto", normalize="auto", beta=None, lam=0.0) -> dict:
+    """``mode``, ``normalize``, ``beta`` and ``lam`` as given, "auto" (``beta=None``)
+    replaced by ``default_selection(importance)``. A cost term (``lam`` or ``beta``) prices
+    channels against each other, so it makes ``mode="auto"`` global."""
+    auto = default_selection(importance)
+    beta = auto["beta"] if beta is None else beta
+    if mode == "auto":
+        mode = "global" if (lam or beta) else auto["mode"]
+    normalize = auto["normalize"] if normalize == "auto" else normalize
+    return {"mode": mode, "normalize": normalize, "beta": beta, "lam": lam}
 
 
 def channels_per_event(spec, prunable_channels: int, schedule="constant") -> int | None:

@@ -81,6 +81,12 @@ class SelectionConfig:
             )
         if not (self.beta == "auto" or isinstance(self.beta, (int, float))):
             raise ValueError(f"beta must be a number or 'auto'. Received: beta={self.beta!r}")
+        if self.mode == "local" and (self.lam or self.beta):
+            raise ValueError(
+                "mode='local' removes the same fraction from every group and has no cost "
+                "term to price; use mode='global' with lam or beta. "
+                f"Received: mode='local', lam={self.lam!r}, beta={self.beta!r}"
+            )
         if self.cost not in COSTS:
             raise ValueError(f"cost must be one of {COSTS}. Received: cost={self.cost!r}")
         if self.round_to != "auto" and not isinstance(self.round_to, int):
@@ -186,7 +192,8 @@ def select_channels(
         )
     targets = (target_macs, target_params, target_latency)
     if config.mode == "local":
-        chosen = _select_local(graph, groups, scores, masks, fixed, config, targets, latency)
+        chosen = _select_local(graph, groups, scores, masks, fixed, config, targets, latency,
+                               max_channels)
         return {**every, **chosen}
     # normalised once per call over the channels kept at its start (Molchanov normalises
     # the scores of each evaluation), so an event's order does not drift as it removes
@@ -295,8 +302,9 @@ def _best_unit(units, saved_fn, reference, config):
     return best
 
 
-def _select_local(graph, groups, scores, masks, fixed, config, targets, latency):
-    """Same fraction from every group, bisected to meet the target."""
+def _select_local(graph, groups, scores, masks, fixed, config, targets, latency, cap=None):
+    """Same fraction from every group, bisected to meet the target; with ``cap``, stops
+    once about ``cap`` channels are off and gives back the best-scored extras of rounding."""
     start = {n: int(m.sum()) for n, m in masks.items()}
     ms = LatencyCosts(latency, graph, masks) if latency is not None else None
 
@@ -318,16 +326,37 @@ def _select_local(graph, groups, scores, masks, fixed, config, targets, latency)
             out[name] = mask
         return out
 
+    def enough(trial):
+        if cap is not None and sum(start.values()) - remaining_channels(trial, groups) >= cap:
+            return True
+        trial = {**fixed, **trial}
+        trial_ms = LatencyCosts(latency, graph, trial) if latency is not None else None
+        return _reached(graph, trial, {}, macs_for(graph, trial), targets, trial_ms)
+
     lo, hi = 0.0, 1.0
     for _ in range(30):
         mid = (lo + hi) / 2
-        trial = {**fixed, **masks_at(mid)}
-        trial_ms = LatencyCosts(latency, graph, trial) if latency is not None else None
-        if _reached(graph, trial, {}, macs_for(graph, trial), targets, trial_ms):
-            lo = mid
-        else:
-            hi = mid
-    return masks_at(lo)
+        lo, hi = (mid, hi) if enough(masks_at(mid)) else (lo, mid)
+    chosen = masks_at(lo)
+    if cap is not None and _step(config) == 1:
+        _give_back(chosen, masks, groups, scores, config, sum(start.values()) - cap)
+    return chosen
+
+
+def _give_back(chosen, masks, groups, scores, config, keep_at_least):
+    """Switch back on the best-scored (group-normalised) channels that ``chosen`` removed
+    until at least ``keep_at_least`` stay: a cap is a cap, whatever the widths' rounding."""
+    extra = keep_at_least - remaining_channels(chosen, groups)
+    if extra <= 0:
+        return
+    removed = []
+    for name in groups:
+        raw = np.asarray(scores[name], dtype=np.float64)
+        normalised = np.zeros_like(raw)
+        normalised[masks[name]] = _normalise(raw[masks[name]], config.normalize)
+        removed += [(normalised[i], name, i) for i in np.flatnonzero(masks[name] & ~chosen[name])]
+    for _, name, i in sorted(removed, key=lambda t: -t[0])[:extra]:
+        chosen[name][i] = True
 
 
 def remaining_channels(masks: Mapping[str, np.ndarray], names: Sequence[str]) -> int:

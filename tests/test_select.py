@@ -234,3 +234,22 @@ def test_local_mode_cuts_every_group_by_about_the_same_fraction():
         masks = select.select_channels(graph, scores, masks, config, max_channels=5)
         assert sum(lost(masks).values()) == 5 * event
     assert lost(masks) == {"a": 3, "b": 12}  # 3/4 of each
+
+
+def test_mode_auto_is_the_default_unless_the_ranking_is_asked_for():
+    """mode="auto" (prune(), ChannelPruning) is the benchmark's choice; a cost term or a
+    normalisation given by name ranks channels across groups, so it makes the mode global."""
+    from tfchannelprune.prune import procedures
+    from tfchannelprune.saliency import registry
+
+    taylor = registry.get("taylor")
+    default = procedures.default_selection(taylor)
+    assert procedures.resolve_selection(taylor) == {**default, "lam": 0.0}
+    for asked in ({"beta": "auto"}, {"beta": 1e-6}, {"lam": 1e-3}, {"normalize": "l2"}):
+        assert procedures.resolve_selection(taylor, **asked)["mode"] == "global", asked
+    assert procedures.resolve_selection(taylor, mode="local")["mode"] == "local"
+    assert tcp.ChannelPruning(target_macs=0.5).config.mode == default["mode"]
+    for paper in ("molchanov2017", "theis2018"):
+        assert tcp.ChannelPruning.from_paper(paper, target_macs=0.5).config.mode == "global"
+    with pytest.raises(ValueError, match="mode='local'.*no cost term"):
+        select.SelectionConfig(mode="local", beta="auto")

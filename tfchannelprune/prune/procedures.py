@@ -82,12 +82,13 @@ def default_selection(importance) -> dict:
 
 def resolve_selection(importance, mode="auto", normalize="auto", beta=None, lam=0.0) -> dict:
     """``mode``, ``normalize``, ``beta`` and ``lam`` as given, "auto" (``beta=None``)
-    replaced by ``default_selection(importance)``. A cost term (``lam`` or ``beta``) prices
-    channels against each other, so it makes ``mode="auto"`` global."""
+    replaced by ``default_selection(importance)``. A cost term (``lam`` or ``beta``) or a
+    normalisation given by name compares channels across groups, so either makes
+    ``mode="auto"`` global."""
     auto = default_selection(importance)
     beta = auto["beta"] if beta is None else beta
     if mode == "auto":
-        mode = "global" if (lam or beta) else auto["mode"]
+        mode = "global" if (lam or beta or normalize != "auto") else auto["mode"]
     normalize = auto["normalize"] if normalize == "auto" else normalize
     return {"mode": mode, "normalize": normalize, "beta": beta, "lam": lam}
 

@@ -84,9 +84,10 @@ class ChannelPruning(keras.callbacks.Callback):
             ``calibration_steps``.
         batch_size: batch size for array ``data``.
         mode, normalize, lam, beta, min_channels, round_to, ignored_layers: see
-            ``tfchannelprune.SelectionConfig``. ``normalize="auto"`` and ``beta=None`` take
-            the procedure's default (``prune.procedures.default_selection``): "mean" and no
-            cost term for every criterion, chosen on a benchmark (issue 18).
+            ``tfchannelprune.SelectionConfig``. ``mode="auto"``, ``normalize="auto"`` and
+            ``beta=None`` take the default chosen on a benchmark (issue 18,
+            ``prune.procedures.default_selection``); a cost term or a named normalisation
+            makes ``mode="auto"`` global.
         monitor: metric from ``logs`` recorded with each event (e.g. "val_accuracy").
         history_path: ``.csv`` or ``.json`` file written after every event.
         log_dir: TensorBoard directory for MACs, params and channels.

@@ -101,9 +101,9 @@ def prune(
         mode, normalize, lam, beta, min_channels, round_to, ignored_layers, cost: see
             ``SelectionConfig``. ``round_to=None`` is "auto" (widths from the latency table)
             with ``target_latency``, else 1; ``cost=None`` is "latency" with
-            ``target_latency``, else "macs". ``normalize="auto"`` and ``beta=None`` take the same
-            defaults as ``ChannelPruning`` (``prune.procedures.default_selection``: "mean",
-            no cost term).
+            ``target_latency``, else "macs". ``mode="auto"``, ``normalize="auto"`` and ``beta=None``
+            take the same defaults as ``ChannelPruning``
+            (``prune.procedures.resolve_selection``).
         verbose: 1 prints a line per round.
 
     Returns:

@@ -44,7 +44,7 @@ def _capture_compact(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("signal", ["taylor", "l1_weight"])
+@pytest.mark.parametrize("signal", ["taylor", "l1_weight", "fpgm"])
 def test_gated_rounds_give_the_model_of_compacting_every_round(signal):
     # the same channels, weights and Adam state: the two procedures agree to float noise
     model, x, y = _model_and_data()

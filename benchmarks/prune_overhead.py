@@ -7,13 +7,18 @@ subset), untrained weights (the overhead does not depend on them). ``prune(model
 y[:640]), loss=loss, target_macs=0.25, rounds=10, signal=..., optimizer=Adam(1e-3),
 fine_tune_data=(x[:128], y[:128]), fine_tune_epochs=1)``: the overhead is the wall clock minus
 the fine-tuning fits (wrapping, scoring, selection, compaction, the optimizer's slots carried
-through it). Each signal is timed ``--reps`` times, alternating; the phases are timed by
-wrapping the functions ``prune.loop`` calls.
+through it). Two procedures: "gated" (the default: one wrapped model for every round,
+compacted at the end) and "compact" (``compact_every_round=True``: the former procedure, a
+compaction, a new graph, scoring step and training step each round). Each (signal, procedure)
+is timed ``--reps`` times, alternating; the phases are timed by wrapping the functions
+``prune.loop`` calls. The fits' seconds are reported too (their tracing included): the gated
+procedure traces its training step once but fine-tunes at full width.
 
 Usage: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/prune_overhead.py [--reps 2]
 Writes benchmarks/results/prune_overhead.json and prune_overhead.md (shared 2-core CPU:
 the load average is printed with the numbers). With ``PYTHONPATH`` pointing at another
-checkout it times that one (``--out`` names the results).
+checkout it times that one (``--out`` names the results; a checkout without
+``compact_every_round`` runs its own procedure under ``--procedures gated``).
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ from tfchannelprune.prune import loop  # noqa: E402
 
 L = keras.layers
 PHASES = {"wrap": "wrap", "ChannelGraph": "graph", "score_all": "score",
-          "set_kept_channels": "gates", "compact": "compact", "count_macs": "count",
-          "count_params": "count", "_fit": "fit"}  # fmt: skip
+          "scoring_context": "score", "set_kept_channels": "gates", "gate_masks": "gates",
+          "compact": "compact", "count_macs": "count", "count_params": "count",
+          "macs_for": "count", "params_for": "count", "removed_entries": "zero", "_fit": "fit"}
+PROCEDURES = {"gated": False, "compact": True}  # compact_every_round
 TIMES: dict[str, float] = collections.defaultdict(float)
 
 
@@ -74,9 +81,11 @@ def instrument() -> None:
     loop.select.select_channels = _timed("select", loop.select.select_channels)
     state = loop.optimizer_state
     state.sliced_slots = _timed("slots", state.sliced_slots)
+    state.zero_entries = _timed("zero", state.zero_entries)
+    loop._Run.compile = _timed("compile", loop._Run.compile)
 
 
-def one_run(signal, x, y) -> dict:
+def one_run(signal, procedure, x, y) -> dict:
     keras.utils.set_random_seed(0)
     model = resnet8()
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -85,7 +94,8 @@ def one_run(signal, x, y) -> dict:
     result = tcp.prune(model, (x[:640], y[:640]), loss=loss, target_macs=0.25, rounds=10,
                        signal=signal, optimizer=keras.optimizers.Adam(1e-3),
                        fine_tune_data=(x[:128], y[:128]), fine_tune_epochs=1,
-                       fit_kwargs={"batch_size": 64}, verbose=0)  # fmt: skip
+                       fit_kwargs={"batch_size": 64}, verbose=0,
+                       **({"compact_every_round": True} if PROCEDURES[procedure] else {}))  # fmt: skip
     total = time.perf_counter() - start
     phases = dict(TIMES)
     fit = phases.pop("fit", 0.0)
@@ -98,41 +108,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--signals", nargs="+", default=["taylor", "l1_weight"])
+    parser.add_argument("--procedures", nargs="+", default=list(PROCEDURES),
+                        choices=list(PROCEDURES))  # fmt: skip
     parser.add_argument("--out", default="prune_overhead")
     args = parser.parse_args()
     x, y, _, _ = load_mnist_subset(seed=0)
     instrument()
     load = [os.getloadavg()[0]]
-    runs: dict[str, list] = {s: [] for s in args.signals}
+    runs: dict[str, list] = {f"{s} {p}": [] for s in args.signals for p in args.procedures}
     for rep in range(args.reps):
-        for signal in args.signals:
-            runs[signal].append(one_run(signal, x, y))
-            print(f"{signal} repetition {rep + 1}: {runs[signal][-1]['seconds']:.2f} s "
+        for key in runs:
+            runs[key].append(one_run(*key.split(), x, y))
+            print(f"{key} repetition {rep + 1}: {runs[key][-1]['seconds']:.2f} s overhead, "
+                  f"{runs[key][-1]['fit_seconds']:.2f} s fits "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
     load.append(os.getloadavg()[0])
-    lines = [
-        f"ResNet-8 (16/32/64), MNIST 28x28, 640 calibration digits, 10 rounds to 25% of the "
-        f"MACs, Adam carried; seconds = wall clock minus the fine-tuning fits; "
-        f"{args.reps} alternating repetitions; shared "
-        f"2-core CPU, load average {load[0]:.1f} at the start, {load[1]:.1f} at the end.",
-        "",
-        "| signal | overhead seconds per repetition | median | goal | median seconds by phase |",
-        "|---|---|---|---|---|",
-    ]
-    summary = {}
-    for signal, reps in runs.items():
-        seconds = [r["seconds"] for r in reps]
-        names = sorted({k for r in reps for k in r["phases"]})
-        phases = {k: float(np.median([r["phases"].get(k, 0.0) for r in reps])) for k in names}
-        summary[signal] = {"median_s": float(np.median(seconds)), "phases_median_s": phases}
-        by_phase = ", ".join(f"{k} {v:.2f}" for k, v in sorted(phases.items(), key=lambda kv:
-                                                                -kv[1]))  # fmt: skip
-        lines.append(f"| {signal} | {', '.join(f'{s:.2f}' for s in seconds)} | "
-                     f"**{np.median(seconds):.2f}** | <= 3 | {by_phase} |")  # fmt: skip
-    text = "\n".join(lines)
+    text, summary = _table(runs, args.reps, load)
     print("\n" + text)
     write_results(args.out, text, {"summary": summary, "runs": runs, "load_average": load,
                                    "package": os.path.relpath(os.path.dirname(tcp.__file__))})  # fmt: skip
+
+
+def _table(runs, reps, load):
+    lines = [
+        f"ResNet-8 (16/32/64), MNIST 28x28, 640 calibration digits, 10 rounds to 25% of the "
+        f"MACs, Adam carried; overhead = wall clock minus the fine-tuning fits (fits: 10 x one "
+        f"epoch of 128 digits, tracing included); {reps} alternating repetitions; shared "
+        f"2-core CPU, load average {load[0]:.1f} at the start, {load[1]:.1f} at the end. "
+        f"gated = the default procedure, compact = compact_every_round=True (the former one).",
+        "",
+        "| signal | procedure | overhead s per repetition | median | goal | fits s (median) "
+        "| median overhead s by phase |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    summary = {}
+    for key, runs_of in runs.items():
+        seconds = [r["seconds"] for r in runs_of]
+        fits = float(np.median([r["fit_seconds"] for r in runs_of]))
+        names = sorted({k for r in runs_of for k in r["phases"]})
+        phases = {k: float(np.median([r["phases"].get(k, 0.0) for r in runs_of])) for k in names}
+        summary[key] = {"median_s": float(np.median(seconds)), "fit_median_s": fits,
+                        "phases_median_s": phases}  # fmt: skip
+        by_phase = ", ".join(f"{k} {v:.2f}" for k, v in sorted(phases.items(), key=lambda kv:
+                                                                -kv[1]))  # fmt: skip
+        signal, procedure = key.split()
+        lines.append(f"| {signal} | {procedure} | {', '.join(f'{s:.2f}' for s in seconds)} | "
+                     f"**{np.median(seconds):.2f}** | <= 3 | {fits:.2f} | {by_phase} |")  # fmt: skip
+    return "\n".join(lines), summary
 
 
 if __name__ == "__main__":

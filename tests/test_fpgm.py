@@ -68,3 +68,21 @@ def test_config_and_errors():
     assert not FPGM.needs_data and FPGM().name == "fpgm"
     with pytest.raises(ValueError, match="norm must be"):
         FPGM(norm="cosine")
+
+
+def test_switched_off_filters_are_not_neighbours():
+    # the scores of the kept filters are those of the model without the switched-off ones
+    model = zoo.randomize(zoo.resnet_style(), seed=4)
+    gated = tcp.wrap(model)
+    graph = tcp.ChannelGraph(gated)
+    plan = zoo.random_plan(graph, seed=3)
+    tcp.set_kept_channels(gated, plan, graph=graph)
+    scores = tcp.collect_saliency(gated, None, None, signal="fpgm")
+    filters = scoring_context(gated).filters()
+    for group in graph.prunable_groups:
+        kept = np.asarray(plan[group.name])
+        expected = np.zeros(group.size)
+        expected[kept] = FPGM().distance_sums(filters[group.name][kept])
+        np.testing.assert_allclose(scores[group.name], expected, rtol=1e-6, err_msg=group.name)
+        full = FPGM().distance_sums(filters[group.name])[kept]
+        assert not np.allclose(full, expected[kept])  # the others would have counted

@@ -60,6 +60,37 @@ def cut_like_weights(graph: ChannelGraph, values, masks=None) -> dict[str, np.nd
     return out
 
 
+def removed_entries(graph: ChannelGraph, masks=None) -> dict[str, np.ndarray]:
+    """{trainable variable path: boolean array, True where ``compact`` removes the entry} for
+    the variables that lose entries (whole filters, consumers' input slices, BatchNorm
+    entries ...), found by cutting each variable's flat indices as ``compact`` cuts it.
+
+    A variable whose cut is not a selection of its entries (a rule that computes new values)
+    is left out.
+    """
+    variables = {}
+    for fn in graph.flat.nodes:
+        for v in getattr(fn.op, "trainable_variables", None) or []:
+            variables[v.path] = v
+    indices = {p: np.arange(int(np.prod(v.shape)), dtype=np.float64).reshape(v.shape)
+               for p, v in variables.items()}  # fmt: skip
+    out = {}
+    for path, kept in cut_like_weights(graph, indices, masks).items():
+        size = indices[path].size
+        flat = np.asarray(kept, dtype=np.float64).ravel()
+        picked = flat.astype(np.int64)
+        if flat.size == size or not np.array_equal(picked, flat):
+            continue  # nothing removed, or not a selection
+        if picked.size and (picked.min() < 0 or picked.max() >= size):
+            continue
+        if len(np.unique(picked)) != picked.size:
+            continue
+        removed = np.ones(size, bool)
+        removed[picked] = False
+        out[path] = removed.reshape(indices[path].shape)
+    return out
+
+
 @keyword_only("graph", "bias_shift")
 def compact(
     model,

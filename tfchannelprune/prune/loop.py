@@ -1,9 +1,16 @@
-"""``prune()``: rounds of score -> remove -> compact -> fine-tune, without callbacks.
+"""``prune()``: rounds of score -> remove -> fine-tune, without callbacks.
 
-Because the model is compacted after every round, fine-tuning runs on the smaller model and
-gets faster round after round. The optimizer's state (Adam moments, momentum, the iteration
-count) is carried through each compaction, its slots sliced like the weights
-(``prune.optimizer_state``), so fine-tuning goes on as if the model had only been gated.
+By default every round works on ONE wrapped model: a round switches channels off at the
+gates, so the graph, the calibration pass (one ``tf.function``) and the training step (one
+more) are built once for all the rounds, and the model is compacted once, at the end; the
+invariant gated == compact makes that the model the rounds would give if compacted after each
+one. The weights compaction would remove are set to 0 with their optimizer slots, so they
+stay 0 through fine-tuning (their channels are gated off: their gradients are 0) and weight
+criteria score the kept channels as on the compact model. Fine-tuning then runs at the full
+width. ``compact_every_round=True`` (and ``mean_replacement``, which folds means into biases
+at each compaction) compacts after every round and fine-tunes the smaller model instead; the
+optimizer's state is then carried through each compaction, its slots sliced like the weights
+(``prune.optimizer_state``).
 """
 
 from __future__ import annotations
@@ -16,10 +23,10 @@ import numpy as np
 
 from tfchannelprune.core.checks import layer_names
 from tfchannelprune.core.convention import keyword_only
-from tfchannelprune.core.cost import count_macs, count_params, macs_for
+from tfchannelprune.core.cost import count_macs, count_params, macs_for, params_for
 from tfchannelprune.core.graph import ChannelGraph
-from tfchannelprune.core.plans import set_kept_channels
-from tfchannelprune.core.surgery import compact
+from tfchannelprune.core.plans import gate_masks, set_kept_channels
+from tfchannelprune.core.surgery import compact, removed_entries
 from tfchannelprune.core.wrap import wrap
 from tfchannelprune.dead.gate_inputs import gate_input_means
 from tfchannelprune.dead.mean_replacement import mean_replacement_shift
@@ -54,6 +61,7 @@ def prune(
     validation_data=None,
     fit_kwargs: dict | None = None,
     mean_replacement: bool = False,
+    compact_every_round: bool = False,
     carry_optimizer: bool = True,
     batch_size: int = 32,
     steps: int | None = None,
@@ -71,8 +79,7 @@ def prune(
     latency_threads: int = 1,
     verbose: int = 1,
 ) -> PruneResult:
-    """Prune ``model`` to a target in ``rounds`` rounds, fine-tuning the compacted model
-    after each.
+    """Prune ``model`` to a target in ``rounds`` rounds, fine-tuning after each.
 
     Args:
         model: a Functional or Sequential Keras model (not wrapped).
@@ -80,17 +87,23 @@ def prune(
         loss: the loss (for the signal and for fine-tuning); default: the model's compiled
             loss.
         target_macs / target_params: final fraction of the original MACs / params.
-        rounds: number of prune -> compact -> fine-tune rounds; the target of round r is
+        rounds: number of prune -> fine-tune rounds; the target of round r is
             ``1 - (1 - target) * r / rounds`` (linear in the cost removed).
         signal: what ranks the channels: a signal name or id ("taylor", "fpgm" ...), an
             ``Importance`` object or a function ``fn(context) -> {group: scores}``.
         fine_tune_data: (x, y) or a dataset for ``fit``; None skips fine-tuning.
         optimizer: optimizer (name or instance). An instance already built for ``model``
             (e.g. the one it was trained with) hands its state to the first round.
-        carry_optimizer: carry the optimizer's slots and iteration count through each
-            compaction (sliced like the weights); False starts every round afresh.
+        carry_optimizer: carry the optimizer's slots and iteration count from round to round
+            (and through each compaction, sliced like the weights); False starts every round
+            with a fresh optimizer state.
         mean_replacement: fold each removed channel's mean output over ``data`` into its
-            consumers' biases (Evci's mean replacement) instead of dropping it.
+            consumers' biases (Evci's mean replacement) instead of dropping it; the rounds
+            then compact after each round.
+        compact_every_round: compact the model after each round and fine-tune the smaller
+            model (a new graph, calibration step and training step each round) instead of
+            pruning one gated model at the gates and compacting it at the end (the default:
+            the same channels and weights, fewer traces, fine-tuning at full width).
         target_latency: LiteRT latency to reach, in ms (batch 1, XNNPACK, ``latency_dtype``,
             ``latency_threads``): met through a measured latency table
             (``tfchannelprune.LatencyModel``, built once and cached on disk), confirmed by one
@@ -101,13 +114,14 @@ def prune(
         mode, normalize, lam, beta, min_channels, round_to, ignored_layers, cost: see
             ``SelectionConfig``. ``round_to=None`` is "auto" (widths from the latency table)
             with ``target_latency``, else 1; ``cost=None`` is "latency" with
-            ``target_latency``, else "macs". ``mode="auto"``, ``normalize="auto"`` and ``beta=None``
-            take the same defaults as ``ChannelPruning``
+            ``target_latency``, else "macs". ``mode="auto"``, ``normalize="auto"`` and
+            ``beta=None`` take the same defaults as ``ChannelPruning``
             (``prune.procedures.resolve_selection``).
         verbose: 1 prints a line per round.
 
     Returns:
-        ``PruneResult(model, history)``; each record has the round's ``macs_fraction``,
+        ``PruneResult(model, history)``: the compact model (compiled with the carried optimizer
+        when fine-tuned); each record has the round's ``macs_fraction``,
         ``params_fraction``, the last epoch's fit metrics and ``epoch_seconds`` (mean wall
         time of the round's fine-tuning epochs).
     """
@@ -135,75 +149,195 @@ def prune(
     latency = latency_model
     if latency is None and (by_latency or config.cost == "latency" or config.round_to == "auto"):
         latency = LatencyModel(model, dtype=latency_dtype, num_threads=latency_threads)
-    original_latency = latency.predict() if by_latency else None
-    original_macs, original_params = count_macs(model), count_params(model)
-    history = []
-    current = model
+    run = _Run(
+        importance=importance, data=data, loss=loss, config=config, latency=latency,
+        rounds=rounds, final=dict(target_macs=target_macs, target_params=target_params,
+                                  target_latency=target_latency),
+        original=dict(macs=count_macs(model), params=count_params(model),
+                      latency=latency.predict() if by_latency else None),
+        tuning=dict(data=fine_tune_data, epochs=fine_tune_epochs, optimizer=optimizer,
+                    metrics=metrics, validation_data=validation_data, fit_kwargs=fit_kwargs),
+        carry_optimizer=carry_optimizer, batch_size=batch_size, steps=steps, verbose=verbose,
+    )  # fmt: skip
     source = optimizer if isinstance(optimizer, keras.optimizers.Optimizer) else None
     slots = optimizer_state.optimizer_slots(source, model) if carry_optimizer else {}
     iterations = int(source.iterations.numpy()) if source is not None and slots else 0
-    for r in range(1, rounds + 1):
+    if mean_replacement or compact_every_round:
+        current, history = _compact_rounds(run, model, slots, iterations, mean_replacement)
+    else:
+        current, history = _gated_rounds(run, model, slots, iterations)
+    return PruneResult(current, history)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the rounds of one ``prune()`` call share."""
+
+    importance: object
+    data: object
+    loss: object
+    config: select.SelectionConfig
+    latency: object
+    rounds: int
+    final: dict  # target_macs, target_params (fractions), target_latency (ms), None if not set
+    original: dict  # macs, params, latency of the model given
+    tuning: dict  # data, epochs, optimizer, metrics, validation_data, fit_kwargs
+    carry_optimizer: bool
+    batch_size: int
+    steps: int | None
+    verbose: int
+
+    @property
+    def fine_tunes(self) -> bool:
+        return self.tuning["data"] is not None and self.tuning["epochs"] > 0
+
+    def targets(self, r: int) -> dict:
+        """Round ``r``'s absolute targets (linear in the cost removed)."""
+        out, share = {}, r / self.rounds
+        for name, key in (("target_macs", "macs"), ("target_params", "params")):
+            if self.final[name] is not None:
+                out[name] = (1 - (1 - self.final[name]) * share) * self.original[key]
+        if self.final["target_latency"] is not None:
+            drop = max(self.original["latency"] - self.final["target_latency"], 0.0)
+            out["target_latency"] = self.original["latency"] - drop * share
+        return out
+
+    def select(self, graph, context, r: int):
+        """Score the context and choose round ``r``'s masks: (masks, measured ms or None)."""
+        scores = score_all(context, [self.importance])[0]
+        targets = self.targets(r)
+        masks = select.select_channels(graph, scores, context.masks, self.config,
+                                       latency=self.latency, **targets)  # fmt: skip
+        if "target_latency" in targets and r == self.rounds:  # one measured export, to confirm
+            return _confirm_latency(graph, scores, self.config, self.latency, targets, masks,
+                                    context.masks)  # fmt: skip
+        return masks, None
+
+    def record(self, r: int, graph, masks, measured) -> dict:
+        """The round's record; ``masks`` every prunable group's keep mask after the round."""
+        record = {
+            "round": r,
+            "macs_fraction": macs_for(graph, masks) / self.original["macs"],
+            "params_fraction": params_for(graph, masks) / self.original["params"],
+        }
+        if self.latency is not None:
+            record["predicted_ms"] = self.latency.predict_plan(
+                {n: np.flatnonzero(m) for n, m in masks.items()})
+        if measured is not None:
+            record["latency_ms"] = measured
+        return record
+
+    def fine_tune(self, model, record: dict) -> None:
+        """Fit ``model`` (compiled) for the round; the time and last metrics go to ``record``."""
+        epochs = self.tuning["epochs"]
+        start = time.perf_counter()
+        fit = _fit(model, self.tuning["data"], epochs, self.tuning["validation_data"],
+                   self.tuning["fit_kwargs"])  # fmt: skip
+        record["epoch_seconds"] = (time.perf_counter() - start) / epochs
+        record.update({k: float(v[-1]) for k, v in fit.history.items()})
+
+    def compile(self, model, slots, iterations):
+        """Compile ``model`` with the optimizer (its state from ``slots``); return it."""
+        opt = optimizer_state.restore_optimizer(self.tuning["optimizer"], model, slots,
+                                                iterations)  # fmt: skip
+        model.compile(optimizer=opt, loss=self.loss, metrics=self.tuning["metrics"])
+        return opt
+
+    def report(self, record: dict) -> None:
+        if not self.verbose:
+            return
+        shown = ("round", "macs_fraction", "params_fraction", "epoch_seconds", "predicted_ms",
+                 "latency_ms")  # fmt: skip
+        extra = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in shown)
+        ms = "".join(f", {k} {record[k]:.3f}" for k in ("predicted_ms", "latency_ms")
+                     if k in record)  # fmt: skip
+        print(
+            f"[prune] round {record['round']}/{self.rounds}: MACs {record['macs_fraction']:.1%}, "
+            f"params {record['params_fraction']:.1%}{ms}{', ' + extra if extra else ''}"
+        )
+
+
+def _gated_rounds(run: _Run, model, slots, iterations):
+    """Every round on ONE wrapped model: its graph, its scoring step (traced once) and its
+    training step (traced once) serve all the rounds; a round switches channels off at the
+    gates and sets the weights that compaction would remove (and their optimizer slots) to 0,
+    so that they stay 0 through fine-tuning and weight criteria score the channels as on the
+    compact model. The model is compacted once, at the end."""
+    gated = wrap(model)
+    graph = ChannelGraph(gated)
+    accumulators: dict = {}  # the calibration pass's accumulator, kept across the rounds
+    opt = run.compile(gated, slots, iterations) if run.fine_tunes else None
+    fresh = [np.asarray(v) for v in opt.variables] if opt is not None else []
+    history, zeroed = [], {}
+    for r in range(1, run.rounds + 1):
+        context = scoring_context(gated, run.data, run.loss, caller="prune", graph=graph,
+                                  batch_size=run.batch_size, steps=run.steps,
+                                  accumulators=accumulators)  # fmt: skip
+        masks, measured = run.select(graph, context, r)
+        set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
+        masks = gate_masks(graph)
+        zeroed = _zero_removed(gated, graph, masks, opt, zeroed)
+        record = run.record(r, graph, masks, measured)
+        if opt is not None:
+            if not run.carry_optimizer and r > 1:  # a fresh optimizer's state, same step
+                for variable, value in zip(opt.variables, fresh, strict=True):
+                    variable.assign(value)
+            run.fine_tune(gated, record)
+        history.append(record)
+        run.report(record)
+    small = compact(gated, graph=graph)
+    if opt is not None:  # the compact model goes on with the optimizer's state
+        sliced = optimizer_state.sliced_slots(gated, optimizer_state.optimizer_slots(opt, gated),
+                                              graph, small)  # fmt: skip
+        run.compile(small, sliced, int(opt.iterations.numpy()))
+    return small, history
+
+
+def _zero_removed(gated, graph, masks, opt, zeroed: dict) -> dict:
+    """Set to 0 the weights (and optimizer slots) that compacting with ``masks`` removes, in
+    the variables whose removed entries changed since ``zeroed`` (a zero entry stays 0: its
+    gradient and slots are 0); return the removed entries now."""
+    removed = removed_entries(graph, masks)
+    changed = {p: m for p, m in removed.items() if not np.array_equal(m, zeroed.get(p))}
+    optimizer_state.zero_entries(gated, opt, changed)
+    return removed
+
+
+def _compact_rounds(run: _Run, model, slots, iterations, mean_replacement: bool):
+    """Each round wraps the current model, prunes it, compacts it and fine-tunes the compact
+    model (``compact_every_round=True``; always with ``mean_replacement``)."""
+    current, history = model, []
+    for r in range(1, run.rounds + 1):
         gated = wrap(current)
         graph = ChannelGraph(gated)
-        context = scoring_context(gated, data, loss, caller="prune", graph=graph,
-                                  batch_size=batch_size, steps=steps)  # fmt: skip
-        scores = score_all(context, [importance])[0]
-        targets = {}
-        if target_macs is not None:
-            targets["target_macs"] = (1 - (1 - target_macs) * r / rounds) * original_macs
-        if target_params is not None:
-            targets["target_params"] = (1 - (1 - target_params) * r / rounds) * original_params
-        if target_latency is not None:
-            drop = max(original_latency - target_latency, 0.0)
-            targets["target_latency"] = original_latency - drop * r / rounds
-        masks = select.select_channels(graph, scores, {}, config, latency=latency, **targets)
-        measured = None
-        if target_latency is not None and r == rounds:  # one measured export, to confirm
-            masks, measured = _confirm_latency(graph, scores, config, latency, targets, masks)
+        context = scoring_context(gated, run.data, run.loss, caller="prune", graph=graph,
+                                  batch_size=run.batch_size, steps=run.steps)  # fmt: skip
+        masks, measured = run.select(graph, context, r)
         shift = None
         if mean_replacement:  # means measured with every channel still switched on
-            means = gate_input_means(gated, data, batch_size=batch_size, steps=steps)
+            means = gate_input_means(gated, run.data, batch_size=run.batch_size, steps=run.steps)
             shift = mean_replacement_shift(graph, masks, means)
         set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
         current = compact(gated, graph=graph, bias_shift=shift)
         slots = optimizer_state.sliced_slots(gated, slots, graph, current) if slots else {}
-        full = {g.name: np.ones(g.size, bool) for g in graph.prunable_groups}
-        record = {
-            "round": r,  # the gated model's MACs are the compact one's: no new graph
-            "macs_fraction": macs_for(graph, {**full, **masks}) / original_macs,
-            "params_fraction": current.count_params() / original_params,
-        }
-        if latency is not None:
-            record["predicted_ms"] = latency.predict_plan(current)
-        if measured is not None:
-            record["latency_ms"] = measured
-        if fine_tune_data is not None and fine_tune_epochs > 0:
-            opt = optimizer_state.restore_optimizer(optimizer, current, slots, iterations)
-            current.compile(optimizer=opt, loss=loss, metrics=metrics)
-            start = time.perf_counter()
-            fit = _fit(current, fine_tune_data, fine_tune_epochs, validation_data, fit_kwargs)
-            record["epoch_seconds"] = (time.perf_counter() - start) / fine_tune_epochs
-            record.update({k: float(v[-1]) for k, v in fit.history.items()})
-            if carry_optimizer:
+        record = run.record(r, graph, gate_masks(graph), measured)
+        record["params_fraction"] = current.count_params() / run.original["params"]  # a bias
+        if run.fine_tunes:
+            opt = run.compile(current, slots, iterations)
+            run.fine_tune(current, record)
+            if run.carry_optimizer:
                 slots = optimizer_state.optimizer_slots(opt, current)
                 iterations = int(opt.iterations.numpy())
         history.append(record)
-        if verbose:
-            extra = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in
-                              ("round", "macs_fraction", "params_fraction",
-                               "epoch_seconds", "predicted_ms", "latency_ms"))  # fmt: skip
-            ms = "".join(f", {k} {record[k]:.3f}" for k in ("predicted_ms", "latency_ms")
-                         if k in record)  # fmt: skip
-            print(
-                f"[prune] round {r}/{rounds}: MACs {record['macs_fraction']:.1%}, params "
-                f"{record['params_fraction']:.1%}{ms}{', ' + extra if extra else ''}"
-            )
-    return PruneResult(current, history)
+        run.report(record)
+    return current, history
 
 
-def _confirm_latency(graph, scores, config, latency, targets, masks, tries=2, tolerance=0.05):
+def _confirm_latency(graph, scores, config, latency, targets, masks, current, tries=2,
+                     tolerance=0.05):
     """Export and time the selected plan; when it misses the target by more than
-    ``tolerance``, calibrate the table on it and select again (at most ``tries`` times)."""
+    ``tolerance``, calibrate the table on it and select again from the ``current`` masks
+    (at most ``tries`` times)."""
     target = targets["target_latency"]
     for attempt in range(tries + 1):
         plan = {n: np.flatnonzero(m) for n, m in masks.items()}
@@ -212,7 +346,8 @@ def _confirm_latency(graph, scores, config, latency, targets, masks, tries=2, to
         if abs(measured / target - 1) <= tolerance or attempt == tries:
             return masks, measured
         latency.add_point(latency.widths_of(small), measured)
-        masks = select.select_channels(graph, scores, {}, config, latency=latency, **targets)
+        masks = select.select_channels(graph, scores, current, config, latency=latency,
+                                       **targets)  # fmt: skip
     return masks, measured
 
 

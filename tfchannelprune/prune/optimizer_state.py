@@ -20,20 +20,44 @@ def _slot_name(variable) -> str:
     return variable.path.replace("/", "_") + "_"
 
 
-def optimizer_slots(optimizer, model) -> dict[str, dict[str, np.ndarray]]:
-    """{slot name: {variable path: value}} of ``optimizer``'s slots for ``model``'s
-    trainable variables (an optimizer not built yet has none)."""
+def slot_pairs(optimizer, model) -> list[tuple[str, object, object]]:
+    """(slot suffix, slot variable, model variable) for each of ``optimizer``'s slots that
+    follows one of ``model``'s trainable variables (an optimizer not built yet has none)."""
     if optimizer is None or not getattr(optimizer, "built", False):
-        return {}
+        return []
     prefixes = sorted(((_slot_name(v), v) for v in model.trainable_variables),
                       key=lambda pv: -len(pv[0]))  # fmt: skip
-    out: dict[str, dict[str, np.ndarray]] = {}
+    out = []
     for slot in optimizer.variables:
         for prefix, var in prefixes:  # the longest matching variable path
             if slot.name.startswith(prefix) and tuple(slot.shape) == tuple(var.shape):
-                out.setdefault(slot.name[len(prefix) :], {})[var.path] = np.asarray(slot)
+                out.append((slot.name[len(prefix) :], slot, var))
                 break
     return out
+
+
+def optimizer_slots(optimizer, model) -> dict[str, dict[str, np.ndarray]]:
+    """{slot name: {variable path: value}} of ``optimizer``'s slots for ``model``'s
+    trainable variables (an optimizer not built yet has none)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, slot, var in slot_pairs(optimizer, model):
+        out.setdefault(name, {})[var.path] = np.asarray(slot)
+    return out
+
+
+def zero_entries(model, optimizer, where: dict[str, np.ndarray]) -> None:
+    """Set to 0 the entries ``where`` ({variable path: boolean array}) of ``model``'s trainable
+    variables and of the optimizer slots that follow them.
+
+    With the weight, its gradient (its channel is gated off) and its slots at 0, a step of Adam,
+    SGD with momentum, weight decay or an L2 penalty leaves the entry at 0.
+    """
+    targets = [(v, v) for v in model.trainable_variables]
+    targets += [(var, slot) for _, slot, var in slot_pairs(optimizer, model)]
+    for var, variable in targets:
+        dead = where.get(var.path)
+        if dead is not None:
+            variable.assign(np.where(dead, 0, np.asarray(variable)).astype(variable.dtype))
 
 
 def sliced_slots(gated, slots, graph=None, compacted=None) -> dict[str, dict[str, np.ndarray]]:

@@ -49,7 +49,15 @@ class FPGM(Importance):
         return "fpgm"
 
     def __call__(self, context) -> dict[str, np.ndarray]:
-        return {group: self.distance_sums(f) for group, f in context.filters().items()}
+        """Distance sums among the channels kept (``context.masks``): a switched-off filter
+        is no longer one of the layer's (it scores 0, and it is out of the ranking)."""
+        out = {}
+        for group, filters in context.filters().items():
+            kept = np.asarray(context.masks.get(group, np.ones(len(filters), bool)), bool)
+            scores = np.zeros(len(filters), np.float64)
+            scores[kept] = self.distance_sums(filters[kept])
+            out[group] = scores
+        return out
 
     def distance_sums(self, filters: np.ndarray) -> np.ndarray:
         """``sum_j d(F_k, F_j)`` for every row ``k`` of ``filters`` (channels x weights)."""

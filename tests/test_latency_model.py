@@ -243,3 +243,14 @@ def test_confirming_a_latency_leaves_the_callers_table_as_it_was(table, monkeypa
     assert len(timed) == 3 and timed[1] < timed[0]  # the copy was calibrated: a deeper cut
     assert latency.points == before and latency.predict({"c2": 32}) == predicted
     assert result.history[-1]["latency_ms"] == pytest.approx(latency.full_ms)
+
+
+def test_polynomial_schedule_lowers_the_latency_target_over_the_events():
+    from tfchannelprune.prune.latency_events import LatencyTarget, schedule_progress
+
+    assert schedule_progress("constant", 1, 4) == 1.0
+    steps = [schedule_progress("polynomial", k, 4) for k in range(1, 6)]
+    assert steps[0] == pytest.approx(1 - 0.75**3) and steps[3:] == [1.0, 1.0]
+    target = LatencyTarget(2.0, table=object())  # a table given: LiteRT not needed yet
+    target.original_ms = 10.0
+    assert [target.target_at(p) for p in (0.0, 0.5, 1.0)] == [10.0, 6.0, 2.0]

@@ -241,18 +241,19 @@ def experiment_lines(rows) -> list[str]:
              "plan, then fine-tuned", "",
              "| family | seed | plan | MACs kept | params kept | latency (ms) | predicted (ms) "
              "| test accuracy | load |", "|---|---:|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    label = lambda r: f"{r['family']} {r.get('size', 32)}x{r.get('size', 32)}"  # noqa: E731
     for r in rows:
         for plan in ("MACs-guided", "latency-guided"):
             p = r[plan]
             lines.append(
-                f"| {r['family']} | {r['seed']} | {plan} | {p['macs']:.1%} | {p['params']:.1%} "
+                f"| {label(r)} | {r['seed']} | {plan} | {p['macs']:.1%} | {p['params']:.1%} "
                 f"| {p['ms']:.3f} | {p['predicted_ms']:.3f} | {p['accuracy']:.3f} | {r['load']} |"
             )
     lines += ["", "| family | MACs ratio (latency / MACs plan) | latency ratio | unpruned "
               "accuracy | accuracy MACs-guided | accuracy latency-guided |",
               "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for family in dict.fromkeys(r["family"] for r in rows):
-        sub = [r for r in rows if r["family"] == family]
+    for family in dict.fromkeys(label(r) for r in rows):
+        sub = [r for r in rows if label(r) == family]
         ratio = np.mean([r["latency-guided"]["macs"] / r["MACs-guided"]["macs"] for r in sub])
         ms = np.mean([r["latency-guided"]["ms"] / r["MACs-guided"]["ms"] for r in sub])
         acc = [np.mean([r[p]["accuracy"] for r in sub]) for p in ("MACs-guided", "latency-guided")]

@@ -190,7 +190,7 @@ def part_experiment(args) -> list[dict]:
     for family, build in families:
         if family not in args.families.split(","):
             continue
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows.append(one_seed(family, build, seed, args))
             PAYLOAD["experiment"] = rows
             write(args)
@@ -268,6 +268,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--parts", default="tables,done,experiment")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--fine-tune", type=int, default=2)
     parser.add_argument("--macs", type=float, default=0.25)

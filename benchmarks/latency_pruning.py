@@ -123,8 +123,12 @@ def part_done(args) -> list[dict]:
 
 
 # ------------------------------------------------------------------ part 3: experiment
-def digits(seed):
+def digits(seed, size=32):
+    """The digits padded to 32x32, or resized (bilinear) to ``size`` x ``size``."""
     x_train, y_train, x_test, y_test = load_mnist_subset(seed)
+    if size != 32:
+        resize = lambda x: np.asarray(keras.ops.image.resize(x, (size, size)))  # noqa: E731
+        return resize(x_train), y_train, resize(x_test), y_test
     pad = ((0, 0), (2, 2), (2, 2), (0, 0))
     return np.pad(x_train, pad), y_train, np.pad(x_test, pad), y_test
 
@@ -152,7 +156,7 @@ def accuracy(model, x, y) -> float:
 
 
 def one_seed(family, build, seed, args) -> dict:
-    x, y, x_test, y_test = digits(seed)
+    x, y, x_test, y_test = digits(seed, args.size)
     keras.utils.set_random_seed(seed)
     base = train(build(), x, y, args.epochs, seed)
     table = tcp.LatencyModel(base, cache_dir=args.cache)
@@ -165,6 +169,7 @@ def one_seed(family, build, seed, args) -> dict:
     plans = {"MACs-guided": macs_plan, "latency-guided": lat.model}
     measured = table.measure_many([base, *plans.values()])
     row = {"family": family, "seed": seed, "target_ms": target, "full_ms": measured[0],
+           "target_macs": args.macs, "size": args.size,
            "base_accuracy": accuracy(base, x_test, y_test), "load": load()}  # fmt: skip
     full_macs, full_params = tcp.count_macs(base), base.count_params()
     for (name, plan), ms in zip(plans.items(), measured[1:], strict=True):
@@ -179,12 +184,13 @@ def one_seed(family, build, seed, args) -> dict:
 
 def part_experiment(args) -> list[dict]:
     rows = []
-    families = (("MobileNetV2", lambda: mobilenet((32, 32, 1), 10)),
-                ("EfficientNetB0", efficientnet))  # fmt: skip
+    shape = (args.size, args.size, 1)
+    families = (("MobileNetV2", lambda: mobilenet(shape, 10)),
+                ("EfficientNetB0", lambda: efficientnet(shape)))  # fmt: skip
     for family, build in families:
         if family not in args.families.split(","):
             continue
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows.append(one_seed(family, build, seed, args))
             PAYLOAD["experiment"] = rows
             write(args)
@@ -229,21 +235,25 @@ def write(args) -> None:
 
 
 def experiment_lines(rows) -> list[str]:
-    lines = ["## MNIST digits at 32x32: pruned to equal measured latency, then fine-tuned", "",
+    macs = sorted({r.get("target_macs", 0.25) for r in rows})
+    size = sorted({r.get("size", 32) for r in rows})
+    lines = [f"## MNIST digits at {size}: pruned to the measured latency of a target_macs={macs} "
+             "plan, then fine-tuned", "",
              "| family | seed | plan | MACs kept | params kept | latency (ms) | predicted (ms) "
              "| test accuracy | load |", "|---|---:|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    label = lambda r: f"{r['family']} {r.get('size', 32)}x{r.get('size', 32)}"  # noqa: E731
     for r in rows:
         for plan in ("MACs-guided", "latency-guided"):
             p = r[plan]
             lines.append(
-                f"| {r['family']} | {r['seed']} | {plan} | {p['macs']:.1%} | {p['params']:.1%} "
+                f"| {label(r)} | {r['seed']} | {plan} | {p['macs']:.1%} | {p['params']:.1%} "
                 f"| {p['ms']:.3f} | {p['predicted_ms']:.3f} | {p['accuracy']:.3f} | {r['load']} |"
             )
     lines += ["", "| family | MACs ratio (latency / MACs plan) | latency ratio | unpruned "
               "accuracy | accuracy MACs-guided | accuracy latency-guided |",
               "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for family in dict.fromkeys(r["family"] for r in rows):
-        sub = [r for r in rows if r["family"] == family]
+    for family in dict.fromkeys(label(r) for r in rows):
+        sub = [r for r in rows if label(r) == family]
         ratio = np.mean([r["latency-guided"]["macs"] / r["MACs-guided"]["macs"] for r in sub])
         ms = np.mean([r["latency-guided"]["ms"] / r["MACs-guided"]["ms"] for r in sub])
         acc = [np.mean([r[p]["accuracy"] for r in sub]) for p in ("MACs-guided", "latency-guided")]
@@ -258,9 +268,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--parts", default="tables,done,experiment")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--fine-tune", type=int, default=2)
     parser.add_argument("--macs", type=float, default=0.25)
+    parser.add_argument("--size", type=int, default=32, help="input size of the experiment")
     parser.add_argument("--cache", default=None, help="latency cache directory")
     parser.add_argument("--name", default="latency_pruning", help="results file name")
     parser.add_argument("--families", default="MobileNetV2,EfficientNetB0")

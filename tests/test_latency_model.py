@@ -173,5 +173,84 @@ def test_channel_pruning_reads_the_table_not_an_export_per_event(table, monkeypa
                                  target_latency=target, latency_model=latency,
                                  channels_per_step=None, verbose=0)  # fmt: skip
     gated.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[pruning])
-    assert pruning.done and pruning.history[-1]["latency_ms"] <= target
+    assert pruning.done and pruning.history[-1]["predicted_ms"] <= target
     assert pruning.final_latency_ms > 0
+
+
+def _count_exports(monkeypatch) -> list:
+    """Every model exported and timed (the table's calibration and measurements, the
+    callback's ``measure_latency``), one entry per model."""
+    exported = []
+    many = tcp.LatencyModel.measure_many
+
+    def counting(self, models, rounds=None):
+        models = list(models)
+        exported.extend(models)
+        return many(self, models, rounds)
+
+    def per_event(*args, **kwargs):
+        raise AssertionError("an export per event")
+
+    monkeypatch.setattr(tcp.LatencyModel, "measure_many", counting)
+    monkeypatch.setattr(latency_measure, "exported_latency_ms", per_event)
+    return exported
+
+
+def test_channel_pruning_builds_its_table_and_times_one_export(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFCHANNELPRUNE_CACHE", str(tmp_path))  # the default cache_dir
+    model = _net(width=16, spatial=8)
+    first = tcp.LatencyModel(model, verbose=0)  # as a first fit would: now on disk
+    target = 0.5 * (first.predict() + first.predict({"c1": 1, "c2": 1}))
+    x = np.random.default_rng(0).standard_normal((32, 8, 8, 3)).astype("float32")
+    y = np.arange(32) % 10
+    gated = tcp.wrap(model)
+    gated.compile("adam", "sparse_categorical_crossentropy")
+    exported = _count_exports(monkeypatch)
+    pruning = tcp.ChannelPruning(signal="l1_weight", target_latency=target, channels_per_step=6,
+                                 verbose=0)  # fmt: skip
+    gated.fit(x, y, epochs=6, batch_size=16, verbose=0, callbacks=[pruning])
+    assert pruning.latency_model.measured == 0  # every timing came from the cache
+    assert len(exported) == 1  # the final export; no calibration, nothing per event
+    predicted = [r["predicted_ms"] for r in pruning.history]
+    assert len(predicted) >= 2 and predicted == sorted(predicted, reverse=True)
+    assert pruning.done and predicted[-1] <= target < predicted[0] + 1e-9
+    assert predicted[-1] == pytest.approx(pruning.latency_model.predict_plan(gated))
+    assert pruning.final_latency_ms > 0 and pruning.config.round_to == "auto"
+
+
+def test_channel_pruning_without_litert_says_so_at_construction(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(ImportError, match="pip install ai-edge-litert"):
+        tcp.ChannelPruning(signal="l1_weight", target_latency=1.0)
+    tcp.ChannelPruning(signal="l1_weight", target_macs=0.5)  # no table needed: no error
+
+
+def test_confirming_a_latency_leaves_the_callers_table_as_it_was(table, monkeypatch):
+    model, latency, _, _ = table
+    before = list(latency.points)
+    predicted = latency.predict({"c2": 32})
+    macs = []
+
+    def slow_device(self, small, rounds=None):  # 1.5x the table: recalibrate, retry
+        macs.append(tcp.count_macs(small))
+        return 1.5 * self.predict_plan(small)
+
+    monkeypatch.setattr(tcp.LatencyModel, "measure", slow_device)
+    x = np.random.default_rng(0).standard_normal((16, 24, 24, 3)).astype("float32")
+    result = tcp.prune(model, (x, np.arange(16) % 10), "sparse_categorical_crossentropy",
+                       signal="l1_weight", target_latency=0.5 * latency.full_ms, rounds=1,
+                       fine_tune_epochs=0, latency_model=latency, verbose=0)  # fmt: skip
+    assert len(macs) == 3 and macs[1] < macs[0]  # the copy was calibrated: a deeper cut
+    assert latency.points == before and latency.predict({"c2": 32}) == predicted
+    assert result.history[-1]["latency_ms"] > 0
+
+
+def test_polynomial_schedule_lowers_the_latency_target_over_the_events():
+    from tfchannelprune.prune.latency_events import LatencyTarget, schedule_progress
+
+    assert schedule_progress("constant", 1, 4) == 1.0
+    steps = [schedule_progress("polynomial", k, 4) for k in range(1, 6)]
+    assert steps[0] == pytest.approx(1 - 0.75**3) and steps[3:] == [1.0, 1.0]
+    target = LatencyTarget(2.0, table=object())  # a table given: LiteRT not needed yet
+    target.original_ms = 10.0
+    assert [target.target_at(p) for p in (0.0, 0.5, 1.0)] == [10.0, 6.0, 2.0]

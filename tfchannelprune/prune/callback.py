@@ -31,6 +31,7 @@ from tfchannelprune.core.plans import gate_masks, set_kept_channels
 from tfchannelprune.core.wrap import gated_model
 from tfchannelprune.deploy import latency_measure
 from tfchannelprune.prune import procedures, reporting, resume, select
+from tfchannelprune.prune.latency_events import LatencyTarget, schedule_progress
 from tfchannelprune.prune.schedules import PolynomialSchedule, target_fraction
 from tfchannelprune.saliency import registry
 from tfchannelprune.saliency.collect import score_all
@@ -63,12 +64,13 @@ class ChannelPruning(keras.callbacks.Callback):
             function ``fn(context) -> {group: scores}`` (see ``tfchannelprune.Importance``).
         target_macs / target_params: fraction of the original MACs / params to reach, in (0, 1].
         target_channels: number of prunable channels to keep in total (alternative target).
-        target_latency: LiteRT latency to reach, in milliseconds (batch 1, ``latency_threads``
-            threads, XNNPACK). Measured, not estimated: at each event the model is compacted,
-            exported and timed, and the next MACs target is the current one scaled by
-            target / measured latency. With ``latency_model`` (a ``tfchannelprune.LatencyModel``
-            of the model) the latency at each event is the table's prediction instead, and one
-            export is timed when training ends (``final_latency_ms``).
+        target_latency: LiteRT latency to reach, in milliseconds (batch 1, float32,
+            ``latency_threads`` threads, XNNPACK), met through a measured latency table
+            (``latency_model``, or a ``tfchannelprune.LatencyModel`` built when training begins,
+            cached on disk): each event selects channels to the table's prediction
+            (``predicted_ms`` in the history), and ONE export is timed when training ends
+            (``final_latency_ms``). ``round_to`` defaults to "auto" and the cost term (``lam``,
+            ``beta``) is priced per ms with it. ``measure_latency()`` times an export now.
         prune_every: prune every this many epochs (``frequency="epoch"``) or steps
             (``frequency="step"``).
         schedule: "constant" (aim at the final target from the first event, removing
@@ -119,7 +121,7 @@ class ChannelPruning(keras.callbacks.Callback):
         lam: float = 0.0,
         beta: float | str | None = None,
         min_channels: int = 1,
-        round_to: int = 1,
+        round_to: int | str | None = None,
         ignored_layers=(),
         monitor: str | None = None,
         history_path: str | None = None,
@@ -162,7 +164,6 @@ class ChannelPruning(keras.callbacks.Callback):
         self.target_macs, self.target_params = target_macs, target_params
         self.target_channels = target_channels
         self.target_latency, self.latency_threads = target_latency, latency_threads
-        self.latency_ms: float | None = None
         self.latency_model, self.final_latency_ms = latency_model, None
         self.prune_every, self.frequency = prune_every, frequency
         self.schedule, self.num_events = schedule, num_events
@@ -171,8 +172,13 @@ class ChannelPruning(keras.callbacks.Callback):
         self.steps, self.batch_size = steps, batch_size
         self.config = select.SelectionConfig(
             **procedures.resolve_selection(self.importance, mode, normalize, beta, lam),
-            min_channels=min_channels, round_to=round_to, ignored_layers=layer_names(ignored_layers),
+            min_channels=min_channels, ignored_layers=layer_names(ignored_layers),
+            round_to=(1 if target_latency is None else "auto") if round_to is None else round_to,
+            cost="macs" if target_latency is None else "latency",
         )  # fmt: skip
+        self._latency = None  # the table's side: prune.latency_events
+        if target_latency is not None or self.config.round_to == "auto":
+            self._latency = LatencyTarget(target_latency, latency_threads, latency_model)
         self.monitor, self.history_path, self.log_dir = monitor, history_path, log_dir
         self.verbose = verbose
         self.history: list[dict] = []
@@ -203,6 +209,8 @@ class ChannelPruning(keras.callbacks.Callback):
         self.original_params = params_for(graph, full)
         self.original_channels = sum(graph.group(n).size for n in self.candidates)
         self._check_reachable()
+        if self._latency is not None:  # built once, its timings cached on disk
+            self.latency_model = self._latency.begin(self.model, self.verbose)
         self._cap = procedures.channels_per_event(
             self.channels_per_step, self.original_channels, self.schedule
         )
@@ -224,8 +232,8 @@ class ChannelPruning(keras.callbacks.Callback):
         )  # fmt: skip
 
     def on_train_end(self, logs=None):
-        if self.target_latency is not None and self.latency_model is not None:
-            self.final_latency_ms = self.latency_model.measure(self.model)
+        if self.target_latency is not None and hasattr(self, "graph"):  # the one export
+            self.final_latency_ms = self._latency.measure(self.model)
         resume.report_target_not_reached(self)
         release = getattr(self.importance, "release", None)
         if release is not None:
@@ -254,8 +262,6 @@ class ChannelPruning(keras.callbacks.Callback):
             self._event(step // self.prune_every, None, logs)
 
     def _fraction_now(self, event: int) -> tuple[bool, float | None]:
-        if self.target_latency is not None:
-            return True, None  # the fraction comes from the measured latency
         final = self.target_macs if self.target_macs is not None else self.target_params
         if not isinstance(self.schedule, str):
             step = int(self.model.optimizer.iterations.numpy())
@@ -276,21 +282,16 @@ class ChannelPruning(keras.callbacks.Callback):
         if not should_prune:
             return
         masks = gate_masks(self.graph)
-        if self.target_latency is not None:
-            fraction = self._latency_fraction(masks)
-            if fraction is None:
-                self.done = True
-                self._write(self._record(event, epoch, masks, self._channels_kept(masks), logs))
-                return
         before = self._channels_kept(masks)
         if self._in_step and not self.importance.num_examples:
             return  # no training step since the last event
         scores = score_all(self._context(epoch), [self.importance])[0]
         if self._in_step:
             self.importance.reset()
-        kwargs, cap = self._targets(fraction, masks)
+        kwargs, cap = self._targets(fraction, masks, event)
         new_masks = select.select_channels(
-            self.graph, scores, masks, self.config, max_channels=cap, **kwargs
+            self.graph, scores, masks, self.config, max_channels=cap, latency=self.latency_model,
+            **kwargs,
         )
         plan = {n: np.flatnonzero(m) for n, m in new_masks.items()}
         set_kept_channels(self.model, plan, graph=self.graph)
@@ -303,26 +304,12 @@ class ChannelPruning(keras.callbacks.Callback):
         """Median LiteRT latency (ms) of the model compacted as it stands."""
         return latency_measure.exported_latency_ms(self.model, self.latency_threads)
 
-    def _latency_fraction(self, masks) -> float | None:
-        """The MACs fraction to aim at now, or None when the latency target is met."""
-        if self.latency_model is None:
-            self.latency_ms = self.measure_latency()
-        else:  # the table's prediction: no export per event
-            widths = {n: int(m.sum()) for n, m in self._all_masks(masks).items()
-                      if n in self.latency_model.sizes}  # fmt: skip
-            self.latency_ms = self.latency_model.predict(widths)
-        if self.latency_ms <= self.target_latency:
-            return None
-        full = self._all_masks(masks)
-        now = macs_for(self.graph, full) / max(self.original_macs, 1)
-        # latency is close to linear in MACs at kernel-friendly widths; never stand still
-        return min(now * self.target_latency / self.latency_ms, 0.98 * now)
-
-    def _targets(self, fraction, masks) -> tuple[dict, int | None]:
+    def _targets(self, fraction, masks, event) -> tuple[dict, int | None]:
         """Absolute targets for this event, and the cap on channels removed now."""
         kwargs = {}
         if self.target_latency is not None:
-            kwargs["target_macs"] = fraction * self.original_macs
+            progress = schedule_progress(self.schedule, event, self.num_events)
+            kwargs["target_latency"] = self._latency.target_at(progress)
         if self.target_macs is not None:
             kwargs["target_macs"] = fraction * self.original_macs
         if self.target_params is not None:
@@ -345,10 +332,8 @@ class ChannelPruning(keras.callbacks.Callback):
         )
 
     def _target_reached(self, masks) -> bool:
-        if self.target_latency is not None:
-            return self.done  # decided by a measurement at the next event
         full = self._all_masks(masks)
-        ok = True
+        ok = self._latency is None or self._latency.reached(full)
         if self.target_macs is not None:
             ok &= macs_for(self.graph, full) <= self.target_macs * self.original_macs
         if self.target_params is not None:
@@ -375,8 +360,8 @@ class ChannelPruning(keras.callbacks.Callback):
             event, epoch, step, self._cost(masks), self._channels_kept(masks), before,
             self.original_channels, self.done,
         )  # fmt: skip
-        if self.latency_ms is not None:
-            record["latency_ms"] = self.latency_ms
+        if self.target_latency is not None:
+            record["predicted_ms"] = self._latency.predicted_ms
         if self.monitor and logs and self.monitor in logs:
             record[self.monitor] = float(logs[self.monitor])
         self.history.append(record)

@@ -15,6 +15,7 @@ optimizer's state is then carried through each compaction, its slots sliced like
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 
@@ -109,7 +110,8 @@ def prune(
             (``tfchannelprune.LatencyModel``, built once and cached on disk), confirmed by one
             measured export at the end (``history[-1]["latency_ms"]``). With it, ``cost``
             defaults to "latency" and ``round_to`` to "auto".
-        latency_model: a ``LatencyModel`` of ``model`` to reuse (else built when needed).
+        latency_model: a ``LatencyModel`` of ``model`` to reuse (else built when needed); the
+            confirming export calibrates a copy of it, never the table passed in.
         batch_size, steps: batching of array ``data`` and the most batches scored per round.
         mode, normalize, lam, beta, min_channels, round_to, ignored_layers, cost: see
             ``SelectionConfig``. ``round_to=None`` is "auto" (widths from the latency table)
@@ -337,8 +339,13 @@ def _confirm_latency(graph, scores, config, latency, targets, masks, current, tr
                      tolerance=0.05):
     """Export and time the selected plan; when it misses the target by more than
     ``tolerance``, calibrate the table on it and select again from the ``current`` masks
-    (at most ``tries`` times)."""
+    (at most ``tries`` times).
+
+    The calibration stays in this call: it goes into a copy of the table, so the caller's
+    ``LatencyModel`` predicts the same before and after (a ``prune()`` call does not change
+    the next one's plans)."""
     target = targets["target_latency"]
+    latency = copy.copy(latency)  # add_point rebinds .points on the copy only
     for attempt in range(tries + 1):
         plan = {n: np.flatnonzero(m) for n, m in masks.items()}
         small = compact(graph.model, plan, graph=graph)

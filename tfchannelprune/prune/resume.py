@@ -85,7 +85,8 @@ def _shortfall_text(callback) -> str:
         "target_params": (callback.target_params, f"params {cost['params_fraction']:.3f}"),
         "target_channels": (callback.target_channels,
                             f"{callback._channels_kept(masks)} channels"),
-        "target_latency": (callback.target_latency, f"{callback.latency_ms} ms"),
+        "target_latency": (callback.target_latency,
+                           f"{getattr(callback._latency, 'predicted_ms', None)} ms predicted"),
     }  # fmt: skip
     named = [(k, v, now) for k, (v, now) in targets.items() if v is not None]
     wanted = ", ".join(f"{k}={v}" for k, v, _ in named)

@@ -39,7 +39,6 @@ from tfchannelprune.datasets.digits import load_mnist_subset  # noqa: E402
 from tfchannelprune.datasets.models import small_cnn  # noqa: E402
 
 L = keras.layers
-RUNS = os.path.join(_results.RESULTS_DIR, "defaults_runs")
 CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "out", "defaults_dense")
 VALIDATION = 800
 CALIBRATION = 640
@@ -181,13 +180,14 @@ def run_key(arch, seed, target, config) -> str:
 
 def run_all(args) -> None:
     splits = load_splits()
-    os.makedirs(RUNS, exist_ok=True)
+    runs = os.path.join(_results.RESULTS_DIR, args.runs)
+    os.makedirs(runs, exist_ok=True)
     for seed in args.seeds:
         for arch in args.archs:
             dense = None
             for target in args.targets:
                 for config in args.configs:
-                    path = os.path.join(RUNS, run_key(arch, seed, target, config) + ".json")
+                    path = os.path.join(runs, run_key(arch, seed, target, config) + ".json")
                     if os.path.exists(path) or not _claim(path):
                         continue
                     if dense is None:
@@ -219,6 +219,9 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(TABLE), choices=list(CONFIGS))
     parser.add_argument("--dense-epochs", type=int, default=15)
     parser.add_argument("--extra-epochs", type=int, default=5)
+    parser.add_argument("--runs", default="defaults_runs",
+                        help="folder of the per-run JSONs under benchmarks/results/ (another "
+                             "folder gets its own report, results/<folder>.md)")
     parser.add_argument("--report", action="store_true", help="only rebuild the tables")
     parser.add_argument("--no-report", action="store_true", help="only run")
     args = parser.parse_args()
@@ -228,7 +231,8 @@ def main() -> None:
         return
     from defaults_report import report
 
-    report(RUNS)
+    name = "defaults" if args.runs == "defaults_runs" else args.runs
+    report(os.path.join(_results.RESULTS_DIR, args.runs), name)
 
 
 if __name__ == "__main__":

@@ -166,7 +166,7 @@ def width_table(cells) -> list[str]:
     return lines
 
 
-def report(runs_dir) -> None:
+def report(runs_dir, name="defaults") -> None:
     runs = _load(runs_dir)
     if not runs:
         print("no runs yet")
@@ -198,5 +198,5 @@ def report(runs_dir) -> None:
     payload = {"cells": cells, "chosen_on_validation": chosen, "validation_score": val_score,
                "rivals_on_validation": rival_score, "default": default, "dense": dense,
                "command": COMMAND}  # fmt: skip
-    _results.write_results("defaults", text, payload)
+    _results.write_results(name, text, payload)
     print(text)

@@ -120,7 +120,8 @@ def test_without_carry_each_round_starts_a_fresh_optimizer(monkeypatch):
 def _mean_replacement_reference(model, x, y, rounds):
     """The former procedure written out: wrap, score, select, fold the means, compact."""
     from tfchannelprune.dead.mean_replacement import mean_replacement_shift
-    from tfchannelprune.prune import select
+    from tfchannelprune.prune import procedures, select
+    from tfchannelprune.saliency import registry
 
     current, original = model, tcp.count_macs(model)
     for r in range(1, rounds + 1):
@@ -128,8 +129,8 @@ def _mean_replacement_reference(model, x, y, rounds):
         graph = tcp.ChannelGraph(gated)
         scores = tcp.collect_saliency(gated, None, signal="l1_weight")
         target = (1 - 0.5 * r / rounds) * original
-        masks = select.select_channels(graph, scores, {}, select.SelectionConfig(),
-                                       target_macs=target)  # fmt: skip
+        config = select.SelectionConfig(**procedures.resolve_selection(registry.get("l1_weight")))
+        masks = select.select_channels(graph, scores, {}, config, target_macs=target)
         shift = mean_replacement_shift(graph, masks, tcp.gate_input_means(gated, (x, y)))
         tcp.set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()},
                               graph=graph)  # fmt: skip

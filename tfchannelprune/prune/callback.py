@@ -2,8 +2,8 @@
 
 The procedure is the papers' (Molchanov et al. 2017, arXiv:1611.06440; Theis et al. 2018,
 arXiv:1801.05787): without calibration data, Taylor and Fisher are accumulated inside ``fit``'s
-own training steps (``saliency.train_step``), and each event removes a few globally ranked
-channels (``prune.procedures``) and resets the sums, until the target is reached.
+own training steps (``saliency.train_step``), and each event removes a few channels (by
+default the same fraction from every group, ``prune.procedures``) and resets the sums, until the target is reached.
 
 The state lives in the model: the gates (saved with the model and in checkpoints) and the
 optimizer's iteration counter or the epoch number (the clock). Sums accumulated since the last

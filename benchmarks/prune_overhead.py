@@ -62,14 +62,16 @@ def resnet8(input_shape=(28, 28, 1), classes=10) -> keras.Model:
     return keras.Model(inp, L.Dense(classes)(x), name="resnet8")
 
 
-def _timed(phase, fn):
+def _timed(phase, fn, totals=TIMES):
+    """``fn`` that adds its wall time to ``totals[phase]``."""
+
     @functools.wraps(fn)
     def timed(*args, **kwargs):
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            TIMES[phase] += time.perf_counter() - start
+            totals[phase] += time.perf_counter() - start
 
     return timed
 

@@ -19,7 +19,6 @@ printed with the numbers).
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -31,23 +30,12 @@ import defaults  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _results import write_results  # noqa: E402
+from prune_overhead import _timed  # noqa: E402
 
 import tfchannelprune as tcp  # noqa: E402
 from tfchannelprune.prune import loop  # noqa: E402
 
 FITS = {"seconds": 0.0}
-
-
-def _timed_fit(fn):
-    @functools.wraps(fn)
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            FITS["seconds"] += time.perf_counter() - start
-
-    return timed
 
 
 def one_run(dense, seed, signal, procedure, splits) -> dict:
@@ -77,7 +65,7 @@ def main() -> None:
     parser.add_argument("--dense-epochs", type=int, default=15)
     parser.add_argument("--out", default="prune_procedures")
     args = parser.parse_args()
-    loop._fit = _timed_fit(loop._fit)
+    loop._fit = _timed("seconds", loop._fit, FITS)
     splits = defaults.load_splits()
     load = [os.getloadavg()[0]]
     runs = []

@@ -52,6 +52,11 @@ CONFIGS = {
     "taylor_mean_auto": ("taylor", {"normalize": "mean", "beta": "auto"}),
     "taylor_mean_lam": ("taylor", {"normalize": "mean", "beta": 0.0, "lam": 0.5}),
     "taylor_local": ("taylor", {"mode": "local", "normalize": "mean", "beta": 0.0}),
+    # rounds 2.. read Taylor from the previous round's fine-tuning steps (Molchanov's way)
+    "taylor_local_steps": ("taylor", {"mode": "local", "normalize": "mean", "beta": 0.0,
+                                      "scoring": "fine_tuning"}),
+    "taylor_mean_steps": ("taylor", {"normalize": "mean", "beta": 0.0,
+                                     "scoring": "fine_tuning"}),
     "fisher_none_auto": ("fisher", {"normalize": "none", "beta": "auto"}),  # the old default
     "fisher_mean": ("fisher", {"normalize": "mean", "beta": 0.0}),
     "fisher_mean_auto": ("fisher", {"normalize": "mean", "beta": "auto"}),
@@ -150,6 +155,7 @@ def widths(model) -> dict[str, int]:
 def one_run(dense, arch, seed, target, config, splits, args) -> dict:
     """Prune a copy of ``dense`` with ``config`` to ``target`` of the MACs; fine-tune."""
     signal, selection = CONFIGS[config]
+    selection = {"scoring": "calibration", **selection}  # unless the config says otherwise
     if signal == "random":
         signal = f"random|seed={seed}|none"
     keras.utils.set_random_seed(1000 + seed)

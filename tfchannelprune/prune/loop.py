@@ -37,6 +37,7 @@ from tfchannelprune.prune.callback import _check_fraction
 from tfchannelprune.saliency import registry
 from tfchannelprune.saliency.collect import score_all
 from tfchannelprune.saliency.importance import scoring_context
+from tfchannelprune.saliency.train_step import TrainStepSaliency
 
 
 @dataclasses.dataclass
@@ -63,6 +64,7 @@ def prune(
     fit_kwargs: dict | None = None,
     mean_replacement: bool = False,
     compact_every_round: bool = False,
+    scoring: str = "auto",
     carry_optimizer: bool = True,
     batch_size: int = 32,
     steps: int | None = None,
@@ -105,6 +107,13 @@ def prune(
             model (a new graph, calibration step and training step each round) instead of
             pruning one gated model at the gates and compacting it at the end (the default:
             the same channels and weights, fewer traces, fine-tuning at full width).
+        scoring: how the rounds after the first score a mask_delta signal ("taylor",
+            "fisher"): "calibration" scores ``data`` every round; "fine_tuning" reads the
+            signal as the previous round's fine-tuning steps accumulated it (Molchanov's
+            procedure: no calibration pass after round 1, the fit's own backward pass
+            computes it, ``TrainStepSaliency``); "auto" takes
+            ``prune.procedures.DEFAULT_SCORING`` where "fine_tuning" can run (such a
+            signal, fine-tuning, gated rounds), else "calibration".
         target_latency: LiteRT latency to reach, in ms (batch 1, XNNPACK, ``latency_dtype``,
             ``latency_threads``): met through a measured latency table
             (``tfchannelprune.LatencyModel``, built once and cached on disk), confirmed by one
@@ -160,6 +169,9 @@ def prune(
         tuning=dict(data=fine_tune_data, epochs=fine_tune_epochs, optimizer=optimizer,
                     metrics=metrics, validation_data=validation_data, fit_kwargs=fit_kwargs),
         carry_optimizer=carry_optimizer, batch_size=batch_size, steps=steps, verbose=verbose,
+        scoring=procedures.resolve_scoring(
+            scoring, importance, fine_tune_data is not None and fine_tune_epochs > 0,
+            not (mean_replacement or compact_every_round)),
     )  # fmt: skip
     source = optimizer if isinstance(optimizer, keras.optimizers.Optimizer) else None
     slots = optimizer_state.optimizer_slots(source, model) if carry_optimizer else {}
@@ -188,6 +200,17 @@ class _Run:
     batch_size: int
     steps: int | None
     verbose: int
+    scoring: str = "calibration"  # or "fine_tuning": rounds 2.. read the fit's own steps
+
+    def in_step(self, gated, graph):
+        """With ``scoring="fine_tuning"``: the run's signal as a ``TrainStepSaliency``
+        installed in ``gated``'s training step (rounds 2.. read what the previous round's
+        fine-tuning accumulated); else None."""
+        if self.scoring != "fine_tuning":
+            return None
+        criterion = TrainStepSaliency(self.importance.signal)
+        criterion.build(scoring_context(gated, None, self.loss, caller="prune", graph=graph))
+        return criterion
 
     @property
     def fine_tunes(self) -> bool:
@@ -204,9 +227,10 @@ class _Run:
             out["target_latency"] = self.original["latency"] - drop * share
         return out
 
-    def select(self, graph, context, r: int):
-        """Score the context and choose round ``r``'s masks: (masks, measured ms or None)."""
-        scores = score_all(context, [self.importance])[0]
+    def select(self, graph, context, r: int, importance=None):
+        """Score the context (with ``importance``, default the run's) and choose round ``r``'s
+        masks: (masks, measured ms or None)."""
+        scores = score_all(context, [importance or self.importance])[0]
         targets = self.targets(r)
         masks = select.select_channels(graph, scores, context.masks, self.config,
                                        latency=self.latency, **targets)  # fmt: skip
@@ -270,29 +294,48 @@ def _gated_rounds(run: _Run, model, slots, iterations):
     accumulators: dict = {}  # the calibration pass's accumulator, kept across the rounds
     opt = run.compile(gated, slots, iterations) if run.fine_tunes else None
     fresh = [np.asarray(v) for v in opt.variables] if opt is not None else []
+    in_step = run.in_step(gated, graph)  # rounds 2.. score the fine-tuning steps, or None
     history, zeroed = [], {}
-    for r in range(1, run.rounds + 1):
-        context = scoring_context(gated, run.data, run.loss, caller="prune", graph=graph,
-                                  batch_size=run.batch_size, steps=run.steps,
-                                  accumulators=accumulators)  # fmt: skip
-        masks, measured = run.select(graph, context, r)
-        set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
-        masks = gate_masks(graph)
-        zeroed = _zero_removed(gated, graph, masks, opt, zeroed)
-        record = run.record(r, graph, masks, measured)
-        if opt is not None:
-            if not run.carry_optimizer and r > 1:  # a fresh optimizer's state, same step
-                for variable, value in zip(opt.variables, fresh, strict=True):
-                    variable.assign(value)
-            run.fine_tune(gated, record)
-        history.append(record)
-        run.report(record)
+    try:
+        for r in range(1, run.rounds + 1):
+            record, zeroed = _gated_round(run, r, gated, graph, accumulators, opt, fresh,
+                                          zeroed, in_step)  # fmt: skip
+            history.append(record)
+            run.report(record)
+    finally:
+        if in_step is not None:
+            in_step.release()
     small = compact(gated, graph=graph)
     if opt is not None:  # the compact model goes on with the optimizer's state
         sliced = optimizer_state.sliced_slots(gated, optimizer_state.optimizer_slots(opt, gated),
                                               graph, small)  # fmt: skip
         run.compile(small, sliced, int(opt.iterations.numpy()))
     return small, history
+
+
+def _gated_round(run: _Run, r, gated, graph, accumulators, opt, fresh, zeroed, in_step):
+    """Round ``r`` of ``_gated_rounds``: score, switch off, zero, fine-tune; (the round's
+    record, the entries removed now)."""
+    if in_step is not None and r > 1:  # the previous round's fine-tuning steps scored it
+        context = scoring_context(gated, None, run.loss, caller="prune", graph=graph)
+        masks, measured = run.select(graph, context, r, importance=in_step)
+    else:
+        context = scoring_context(gated, run.data, run.loss, caller="prune", graph=graph,
+                                  batch_size=run.batch_size, steps=run.steps,
+                                  accumulators=accumulators)  # fmt: skip
+        masks, measured = run.select(graph, context, r)
+    set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
+    masks = gate_masks(graph)
+    zeroed = _zero_removed(gated, graph, masks, opt, zeroed)
+    record = run.record(r, graph, masks, measured)
+    if opt is not None:
+        if not run.carry_optimizer and r > 1:  # a fresh optimizer's state, same step
+            for variable, value in zip(opt.variables, fresh, strict=True):
+                variable.assign(value)
+        if in_step is not None:
+            in_step.reset()  # the next round's scores: this round's steps only
+        run.fine_tune(gated, record)
+    return record, zeroed
 
 
 def _zero_removed(gated, graph, masks, opt, zeroed: dict) -> dict:

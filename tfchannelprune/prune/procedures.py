@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import math
 
+from tfchannelprune.saliency.importance import SignalImportance
+
 # name -> ChannelPruning keyword arguments
 PAPERS = {
     "molchanov2017": {
@@ -49,6 +51,9 @@ PAPERS = {
 
 # issue 18: chosen on the validation split of benchmarks/defaults.py (results/defaults.md)
 DEFAULT_SELECTION = {"mode": "local", "normalize": "mean", "beta": 0.0}
+
+# issue 18: how prune()'s rounds 2.. score a mask signal when fine-tuning runs ("auto")
+DEFAULT_SCORING = "calibration"
 
 AUTO_FRACTION = 0.05  # of the prunable channels, removed at most per event by default
 
@@ -93,6 +98,35 @@ def resolve_selection(importance, mode="auto", normalize="auto", beta=None, lam=
         mode = "global" if (lam or beta or normalize != "auto") else auto["mode"]
     normalize = auto["normalize"] if normalize == "auto" else normalize
     return {"mode": mode, "normalize": normalize, "beta": beta, "lam": lam}
+
+
+def resolve_scoring(scoring, importance, fine_tunes: bool, gated_rounds: bool) -> str:
+    """``prune()``'s ``scoring``: "calibration" (every round scores ``data``) or
+    "fine_tuning" (round 1 scores ``data``; each later round reads its mask signal as the
+    previous round's fine-tuning steps accumulated it, Molchanov's procedure). "auto" is
+    ``DEFAULT_SCORING`` where "fine_tuning" can run, else "calibration".
+
+    Raises:
+        ValueError: for an unknown value, or "fine_tuning" where it cannot run (a signal that
+            is not a mask_delta one, no fine-tuning, or rounds that compact every round).
+    """
+    if scoring not in ("auto", "calibration", "fine_tuning"):
+        raise ValueError("scoring must be 'auto', 'calibration' or 'fine_tuning'. "
+                         f"Received: scoring={scoring!r}")  # fmt: skip
+    signal = getattr(importance, "signal", None)
+    possible = (isinstance(importance, SignalImportance) and signal.kind == "mask"
+                and fine_tunes and gated_rounds)  # fmt: skip
+    if scoring == "auto":
+        return DEFAULT_SCORING if possible else "calibration"
+    if scoring == "fine_tuning" and not possible:
+        raise ValueError(
+            "scoring='fine_tuning' reads a mask_delta signal ('taylor', 'fisher' ...) from "
+            "the fine-tuning steps of the rounds on one gated model: it needs such a signal, "
+            "fine_tune_data with fine_tune_epochs >= 1, and neither compact_every_round nor "
+            f"mean_replacement. Received: signal={getattr(importance, 'name', importance)!r}, "
+            f"fine-tuning={fine_tunes}, gated rounds={gated_rounds}"
+        )
+    return scoring
 
 
 def channels_per_event(spec, prunable_channels: int, schedule="constant") -> int | None:

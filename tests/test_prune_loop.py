@@ -207,3 +207,78 @@ def test_removed_entries_are_what_compact_drops(name):
     optimizer_state.zero_entries(gated, None, removed)
     np.testing.assert_allclose(gated(x, training=False), before, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(small(x, training=False), before, rtol=1e-4, atol=1e-4)
+
+
+def _plain_model():
+    """No BatchNorm, no Dropout: the training step's forward pass is the calibration pass's."""
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = L.Conv2D(10, 3, padding="same", activation="relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return zoo.randomize(keras.Model(inp, L.Dense(3)(x)), seed=3)
+
+
+def test_scoring_from_fine_tuning_reads_each_rounds_own_steps(monkeypatch):
+    # with a learning rate of 0 the fine-tuning steps see the weights the calibration pass
+    # sees, so Taylor read from the steps (over the same examples) picks the same channels
+    # every round; round 1 alone runs the calibration pass, and each later round reads one
+    # round's examples (the sums are reset), not everything since the start
+    model = _plain_model()
+    x, y = zoo.labelled_data(model, 40, 0)
+    used = []
+    original = loop.score_all
+
+    def spy(context, importances):
+        (imp,) = importances
+        used.append((type(imp).__name__, getattr(imp, "num_examples", None)))
+        return original(context, importances)
+
+    monkeypatch.setattr(loop, "score_all", spy)
+    options = dict(signal="taylor", rounds=4, target_macs=0.3,
+                   optimizer=keras.optimizers.SGD(0.0), fit_kwargs={"batch_size": 8})  # fmt: skip
+    steps = _prune(model, x, y, scoring="fine_tuning", **options)
+    assert used == [("SignalImportance", None)] + [("TrainStepSaliency", len(x))] * 3
+    calibration = _prune(model, x, y, scoring="calibration", **options)
+    assert [r["macs_fraction"] for r in steps.history] == [
+        r["macs_fraction"] for r in calibration.history]
+    assert [tuple(v.shape) for v in steps.model.weights] == [
+        tuple(v.shape) for v in calibration.model.weights]
+    np.testing.assert_allclose(steps.model(x), calibration.model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_scoring_from_fine_tuning_changes_the_ranking_when_weights_move():
+    # a real learning rate: the steps score moving weights, so the two can disagree; the
+    # procedure still reaches the target and returns a compact, unwrapped model
+    model = _plain_model()
+    x, y = zoo.labelled_data(model, 40, 0)
+    result = _prune(model, x, y, signal="taylor", rounds=3, target_macs=0.3,
+                    scoring="fine_tuning")  # fmt: skip
+    assert result.history[-1]["macs_fraction"] <= 0.3 + 1e-9
+    assert not tcp.core.gate.is_wrapped(result.model)
+    assert np.isfinite(np.asarray(result.model(x))).all()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"signal": "l1_weight"}, "mask_delta signal"),
+    ({"fine_tune_data": None}, "fine_tune_data"),
+    ({"compact_every_round": True}, "compact_every_round"),
+    ({"mean_replacement": True}, "mean_replacement"),
+])  # fmt: skip
+def test_scoring_from_fine_tuning_says_where_it_cannot_run(kwargs, words):
+    model, x, y = _model_and_data()
+    with pytest.raises(ValueError, match=words):
+        _prune(model, x, y, **{"signal": "taylor", "scoring": "fine_tuning", **kwargs})
+    with pytest.raises(ValueError, match="scoring must be"):
+        _prune(model, x, y, signal="taylor", scoring="steps")
+
+
+def test_scoring_auto_falls_back_to_calibration_where_steps_cannot_score():
+    from tfchannelprune.prune import procedures
+    from tfchannelprune.saliency import registry
+
+    taylor, l1 = registry.get("taylor"), registry.get("l1_weight")
+    assert procedures.resolve_scoring("auto", l1, True, True) == "calibration"
+    assert procedures.resolve_scoring("auto", taylor, False, True) == "calibration"
+    assert procedures.resolve_scoring("auto", taylor, True, False) == "calibration"
+    assert procedures.resolve_scoring("auto", taylor, True, True) == procedures.DEFAULT_SCORING

@@ -59,7 +59,8 @@ def group_deltas(per_gate: dict, positions: dict, sizes: dict[str, int]) -> dict
             if path not in per_gate:
                 continue
             s = tf.cast(per_gate[path], tf.float64)
-            part = tf.gather(s, index, axis=1)
+            whole = s.shape[1] == len(index) and np.array_equal(index, np.arange(len(index)))
+            part = s if whole else tf.gather(s, index, axis=1)
             if not np.array_equal(channels, np.arange(sizes[group])):
                 part = tf.transpose(  # positions -> channels, repeats summed
                     tf.math.unsorted_segment_sum(tf.transpose(part), channels, sizes[group])

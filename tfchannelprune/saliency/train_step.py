@@ -179,12 +179,12 @@ class TrainStepSaliency(Importance):
             scale = scale / tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float64)
         per_gate = {path: tf.cast(s, tf.float64) * scale for path, s in stash.items()}
         deltas = mask_delta.group_deltas(per_gate, self._positions, self._sizes)
-        stats = [  # a group no gradient reached adds nothing
-            mask_delta.batch_stats(deltas[g]) if g in deltas else tf.zeros((4, n), tf.float64)
+        columns = [  # a group no gradient reached adds nothing
+            deltas[g] if g in deltas else tf.zeros(tf.stack([batch, n]), tf.float64)
             for g, n in self._sizes.items()
         ]
-        if stats:
-            self._sums.assign_add(tf.concat(stats, axis=1))  # one update for every group
+        if columns:  # the statistics of every group at once, one update
+            self._sums.assign_add(mask_delta.batch_stats(tf.concat(columns, axis=1)))
         self._count.assign_add(tf.cast(batch, tf.float64))
 
 

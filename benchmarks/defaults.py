@@ -229,8 +229,16 @@ def main() -> None:
                         help="folder of the per-run JSONs under benchmarks/results/ (another "
                              "folder gets its own report, results/<folder>.md)")
     parser.add_argument("--report", action="store_true", help="only rebuild the tables")
+    parser.add_argument("--combined", nargs="+", metavar="FOLDER",
+                        help="only report these run folders as one table, "
+                             "results/defaults_all.md (e.g. defaults_runs defaults_runs_mobile)")
     parser.add_argument("--no-report", action="store_true", help="only run")
     args = parser.parse_args()
+    if args.combined:
+        from defaults_report import report
+
+        report([os.path.join(_results.RESULTS_DIR, f) for f in args.combined], "defaults_all")
+        return
     if not args.report:
         run_all(args)
     if args.no_report:

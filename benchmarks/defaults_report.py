@@ -34,13 +34,18 @@ ARCH_NAMES = {"resnet8": "resnet8 = ResNet-8 (16/16/32/64, BN, 1x1 projections)"
 # over all three architectures picks taylor_local, the library's default since (decided
 # after the test tables were seen; docs/pruning.md says so).
 CANDIDATES = ("taylor_mean", "taylor_local")
+# The second rule (results/defaults_scoring_plan.md, written before its runs): prune()'s
+# ``scoring="auto"`` reads rounds 2.. from the fine-tuning steps if that scores at least as
+# well on validation, over the (cell, seed) pairs, as scoring the calibration data every round.
+SCORING = ("taylor_local", "taylor_local_steps")
 RIVALS = ("fisher_mean", "l1_weight_mean", "bn_scale_mean")
 COMMAND = "make bench-defaults  # = python benchmarks/defaults.py"
 
 
-def _load(runs_dir) -> list[dict]:
+def _load(runs_dirs) -> list[dict]:
     runs = []
-    for path in sorted(glob.glob(os.path.join(runs_dir, "*.json"))):
+    dirs = [runs_dirs] if isinstance(runs_dirs, str) else runs_dirs
+    for path in sorted(p for d in dirs for p in glob.glob(os.path.join(d, "*.json"))):
         with open(path) as f:
             runs.append(json.load(f))
     return runs
@@ -53,8 +58,10 @@ def library_default(runs) -> str | None:
     from tfchannelprune.prune.loop import prune
 
     signal = inspect.signature(prune).parameters["signal"].default
-    selection = procedures.default_selection(registry.get(signal))
-    base = {"mode": "global", "lam": 0.0, "beta": 0.0}
+    selection = {**procedures.default_selection(registry.get(signal)),
+                 "scoring": procedures.DEFAULT_SCORING}  # fmt: skip
+    # runs written before prune() had ``scoring`` scored the calibration data every round
+    base = {"mode": "global", "lam": 0.0, "beta": 0.0, "scoring": "calibration"}
     for run in runs:
         measured = {**base, **run["selection"]}
         if run["signal"] == signal and all(
@@ -170,7 +177,28 @@ def width_table(cells) -> list[str]:
     return lines
 
 
+def scoring_lines(cells) -> list[str]:
+    """The second rule's comparison, when both of ``SCORING`` were measured."""
+    if not any(SCORING[1] in configs for configs in cells.values()):
+        return []
+    _, score = choose(cells, SCORING)
+    if len(score) < 2:
+        return []
+    every = [cell for cell in cells if all(c in cells[cell] for c in SCORING)]
+    test = {c: float(np.mean([v for cell in every for v in cells[cell][c]["test"][2]]))
+            for c in SCORING}  # fmt: skip
+    picks = "fine_tuning" if score[SCORING[1]] >= score[SCORING[0]] else "calibration"
+    return ["", f"Scoring rounds 2.. from the fine-tuning steps (`{SCORING[1]}`) against the "
+            f"calibration data every round (`{SCORING[0]}`), the rule of "
+            "defaults_scoring_plan.md: validation " + ", ".join(
+                f"{c} {100 * v:.2f}" for c, v in score.items()) + "; test " + ", ".join(
+                f"{c} {100 * v:.2f}" for c, v in test.items()) + f"; the rule picks "
+            f"**scoring=\"{picks}\"**; the library's default: "
+            f"\"{procedures.DEFAULT_SCORING}\"."]  # fmt: skip
+
+
 def report(runs_dir, name="defaults") -> None:
+    """Tables of the runs in ``runs_dir`` (a folder, or a list of folders reported as one)."""
     runs = _load(runs_dir)
     if not runs:
         print("no runs yet")
@@ -192,7 +220,8 @@ def report(runs_dir, name="defaults") -> None:
         "Mean validation accuracy over those pairs: " + ", ".join(f"{c} {100 * v:.2f}" for c, v in sorted(
             val_score.items(), key=lambda kv: -kv[1])) + ". The other criteria against it, "
         "same pairs, validation: " + ", ".join(f"{c} {100 * v:.2f}" for c, v in sorted(
-            rival_score.items(), key=lambda kv: -kv[1])) + ".", "", "Test accuracy:", "",
+            rival_score.items(), key=lambda kv: -kv[1])) + ".", *scoring_lines(cells), "",
+        "Test accuracy:", "",
         *table(cells, "test", default, chosen), "", "Validation accuracy:", "",
         *table(cells, "val", default, chosen), "", "Targets (test split):", "",
         *[f"- {line}" for line in checks(cells, default)], *width_table(cells), "",

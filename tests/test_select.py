@@ -251,8 +251,8 @@ def test_local_mode_stops_within_one_channel_of_the_target(graph, fraction):
             trial = {**masks, name: mask.copy()}
             trial[name][channel] = True
             assert macs_for(graph, trial) > target, (name, channel)
-    kept = [m.mean() for m in masks.values()]
-    assert max(kept) - min(kept) <= 0.35  # still about the same fraction everywhere
+    kept = [m.mean() for m in masks.values()]  # groups of 8 and 16 channels
+    assert max(kept) - min(kept) <= 1 / 8 + 1e-9  # the same fraction, to one narrow channel
 
 
 def test_mode_auto_is_the_default_unless_the_ranking_is_asked_for():

@@ -52,8 +52,9 @@ CONFIGS = {
     "taylor_mean_auto": ("taylor", {"normalize": "mean", "beta": "auto"}),
     "taylor_mean_lam": ("taylor", {"normalize": "mean", "beta": 0.0, "lam": 0.5}),
     "taylor_local": ("taylor", {"mode": "local", "normalize": "mean", "beta": 0.0}),
-    # the same arguments as taylor_local, run after mode="local" learnt to give back the
-    # channels a common fraction's rounding takes beyond the target (select._fill_up)
+    # the same arguments as taylor_local, run while mode="local" gave back the channels a
+    # common fraction's rounding takes beyond the target (a fill-up in select.py, taken out
+    # again by the rule of results/defaults_fill_plan.md); with main's code it IS taylor_local
     "taylor_local_filled": ("taylor", {"mode": "local", "normalize": "mean", "beta": 0.0}),
     # rounds 2.. read Taylor from the previous round's fine-tuning steps (Molchanov's way)
     "taylor_local_steps": ("taylor", {"mode": "local", "normalize": "mean", "beta": 0.0,

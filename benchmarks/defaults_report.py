@@ -39,9 +39,11 @@ CANDIDATES = ("taylor_mean", "taylor_local")
 # well on validation, over the (cell, seed) pairs, as scoring the calibration data every round.
 SCORING = ("taylor_local", "taylor_local_steps")
 RIVALS = ("fisher_mean", "l1_weight_mean", "bn_scale_mean")
-# The default's runs with today's code: mode="local" gives back what its rounding overshoots
-# (select._fill_up, 2026-12-06); "taylor_local" names the same arguments before that change.
-NOW = "taylor_local_filled"
+# The default's runs with today's code. "taylor_local_filled" passed the same arguments while
+# mode="local" gave back what its rounding overshoots (a fill-up tried on 2026-12-06 and
+# taken out again by the rule of results/defaults_fill_plan.md: 95.146 against 95.153 on
+# validation); "taylor_local" is the code on main.
+NOW = "taylor_local"
 COMMAND = "make bench-defaults  # = python benchmarks/defaults.py"
 
 

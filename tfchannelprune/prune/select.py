@@ -340,35 +340,7 @@ def _select_local(graph, groups, scores, masks, fixed, config, targets, latency,
     chosen = masks_at(lo)
     if cap is not None and _step(config) == 1:
         _give_back(chosen, masks, groups, scores, config, sum(start.values()) - cap)
-    if _step(config) == 1 and latency is None:
-        _fill_up(graph, chosen, masks, groups, scores, fixed, targets, start)
     return chosen
-
-
-def _fill_up(graph, chosen, masks, groups, scores, fixed, targets, start) -> None:
-    """Switch back on, one at a time, channels that ``chosen`` removed while the targets
-    still hold: the most-cut group (kept / start) first, its best-scored channel. A common
-    fraction rounds every group's width, so on narrow groups one step of it can overshoot a
-    target by several percent of the MACs; this takes the overshoot back."""
-    trial = {**fixed, **chosen}
-    costs = MarginalCosts(graph, trial)
-    if not _reached(graph, chosen, fixed, costs.macs, targets):
-        return  # stopped by a cap, not by the target: nothing to give back
-    open_groups = {n for n in groups if (masks[n] & ~chosen[n]).any()}
-    while open_groups:
-        name = min(sorted(open_groups), key=lambda n: chosen[n].sum() / max(start[n], 1))
-        removed = np.flatnonzero(masks[name] & ~chosen[name])
-        raw = np.asarray(scores[name], dtype=np.float64)
-        channel = removed[np.argmax(raw[removed])]
-        chosen[name][channel] = True
-        costs.update(name, chosen)
-        if _reached(graph, chosen, fixed, costs.macs, targets):
-            if not (masks[name] & ~chosen[name]).any():
-                open_groups.discard(name)
-            continue
-        chosen[name][channel] = False  # one more channel misses the target: the group is full
-        costs.update(name, chosen)
-        open_groups.discard(name)
 
 
 def _give_back(chosen, masks, groups, scores, config, keep_at_least):

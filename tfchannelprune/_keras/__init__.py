@@ -7,7 +7,7 @@
 * ``nodes``: a call's arguments (``node_kwargs``, ``node_constant_args``), replaying one call
   (``call_node``), weights by name, ``keras.ops`` operation classes;
 * ``training``: the one installer of training-step hooks (``add_train_step_hook``, stacked,
-  each removed on its own) and Keras's loss tracker.
+  each removed on its own), the CallbackList a callback runs in, and Keras's loss tracker.
 """
 
 from tfchannelprune._keras.graph import (
@@ -42,6 +42,7 @@ from tfchannelprune._keras.rebuild import (
 from tfchannelprune._keras.training import (
     HookHandle,
     add_train_step_hook,
+    fit_callback_list,
     has_train_step_hook,
     loss_tracker,
     remove_train_step_hook,
@@ -50,8 +51,8 @@ from tfchannelprune._keras.training import (
 __all__ = [
     "AfterFn", "BuiltFn", "FlatGraph", "FlatNode", "HookHandle", "LayerFn",
     "add_train_step_hook", "call_node", "check_backend", "clone_layer", "clone_operation",
-    "flatten_graph", "functional_view", "has_train_step_hook", "input_values", "is_model",
-    "loss_tracker", "node_args", "node_constant_args", "node_kwargs", "nodes_in_order",
+    "fit_callback_list", "flatten_graph", "functional_view", "has_train_step_hook",
+    "input_values", "is_model", "loss_tracker", "node_args", "node_constant_args", "node_kwargs", "nodes_in_order",
     "operation_class", "rebuild", "remove_train_step_hook", "set_weights_by_name",
     "weight_shapes_only", "weights_by_name", "weights_replaced",
 ]  # fmt: skip

@@ -7,6 +7,7 @@ monitor, dynamic channel execution) goes through ``add_train_step_hook``: a hook
 bottom). Hooks stack in the order they are added, each removes exactly its own
 (``remove_train_step_hook``, in any order), and removing the last one gives the model back its
 own train step. Nothing else in the library touches ``train_step`` or ``make_train_function``.
+``fit_callback_list`` finds the ``CallbackList`` a callback is running in (to reorder it).
 
 Example:
     >>> def timed(step):
@@ -20,9 +21,12 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import types
 import weakref
 from collections.abc import Callable
+
+import keras
 
 StepHook = Callable[[Callable], Callable]
 
@@ -36,6 +40,24 @@ class HookHandle:
 
     def __init__(self, hook: StepHook):
         self.hook = hook
+
+
+def fit_callback_list(callback):
+    """``fit``'s ``CallbackList`` holding ``callback``, or None when the callback is driven
+    some other way. Keras hands a callback no reference to its list, so it is read from the
+    calling frames: the ``self`` of the ``CallbackList`` method that is calling it."""
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, keras.callbacks.CallbackList) and any(
+                c is callback for c in owner.callbacks
+            ):
+                return owner
+            frame = frame.f_back
+    finally:
+        del frame
+    return None
 
 
 def loss_tracker(model):

@@ -15,32 +15,15 @@ the same text in the last history record (``"warning"``).
 
 from __future__ import annotations
 
-import inspect
 import warnings
 
 import keras
 
+from tfchannelprune import _keras
 from tfchannelprune.errors import TargetNotReachedWarning
 from tfchannelprune.prune import reporting
 
 CHECKPOINTS = (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)
-
-
-def _callback_list(callback):
-    """``fit``'s ``CallbackList`` holding ``callback`` (read from the calling frames), or
-    None when the callback is driven some other way."""
-    frame = inspect.currentframe()
-    try:
-        while frame is not None:
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, keras.callbacks.CallbackList) and any(
-                c is callback for c in owner.callbacks
-            ):
-                return owner
-            frame = frame.f_back
-    finally:
-        del frame
-    return None
 
 
 def run_before_checkpoints(callback) -> bool:
@@ -50,7 +33,7 @@ def run_before_checkpoints(callback) -> bool:
     and moving an item from position i to a position before it leaves item i + 1 next, so
     no callback is skipped or called twice. Returns whether it moved.
     """
-    owner = _callback_list(callback)
+    owner = _keras.fit_callback_list(callback)
     if owner is None:
         return False
     items = owner.callbacks

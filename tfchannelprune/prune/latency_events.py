@@ -5,16 +5,22 @@ begins (micro-model timings cached on disk: a second fit re-times only the three
 exports), selects each event's channels through it (``select.select_channels(...,
 target_latency=, latency=)``, as ``prune()`` does), records the table's prediction per event,
 and times one measured export when training ends. No export per event.
+
+``confirm_latency`` is ``prune()``'s confirming export at its last round: one measured
+export of the selected plan, the table calibrated on it (a copy) when it misses.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import numpy as np
 
+from tfchannelprune.core.surgery import compact
 from tfchannelprune.deploy import latency_measure
 from tfchannelprune.deploy.latency_model import LatencyModel
+from tfchannelprune.prune import select
 from tfchannelprune.prune.schedules import PolynomialSchedule
 
 
@@ -73,3 +79,26 @@ def schedule_progress(schedule, event: int, num_events: int) -> float:
     if schedule != "polynomial":
         return 1.0
     return PolynomialSchedule(0.0, 1.0, 0, num_events)(min(event, num_events))[1]
+
+
+def confirm_latency(graph, scores, config, latency, targets, masks, current, tries=2,
+                     tolerance=0.05):
+    """Export and time the selected plan; when it misses the target by more than
+    ``tolerance``, calibrate the table on it and select again from the ``current`` masks
+    (at most ``tries`` times).
+
+    The calibration stays in this call: it goes into a copy of the table, so the caller's
+    ``LatencyModel`` predicts the same before and after (a ``prune()`` call does not change
+    the next one's plans)."""
+    target = targets["target_latency"]
+    latency = copy.copy(latency)  # add_point rebinds .points on the copy only
+    for attempt in range(tries + 1):
+        plan = {n: np.flatnonzero(m) for n, m in masks.items()}
+        small = compact(graph.model, plan, graph=graph)
+        measured = latency.measure(small)
+        if abs(measured / target - 1) <= tolerance or attempt == tries:
+            return masks, measured
+        latency.add_point(latency.widths_of(small), measured)
+        masks = select.select_channels(graph, scores, current, config, latency=latency,
+                                       **targets)  # fmt: skip
+    return masks, measured

@@ -15,7 +15,6 @@ optimizer's state is then carried through each compaction, its slots sliced like
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 
@@ -34,6 +33,7 @@ from tfchannelprune.dead.mean_replacement import mean_replacement_shift
 from tfchannelprune.deploy.latency_model import LatencyModel
 from tfchannelprune.prune import optimizer_state, procedures, select
 from tfchannelprune.prune.callback import _check_fraction
+from tfchannelprune.prune.latency_events import confirm_latency
 from tfchannelprune.saliency import registry
 from tfchannelprune.saliency.collect import score_all
 from tfchannelprune.saliency.importance import scoring_context
@@ -235,8 +235,8 @@ class _Run:
         masks = select.select_channels(graph, scores, context.masks, self.config,
                                        latency=self.latency, **targets)  # fmt: skip
         if "target_latency" in targets and r == self.rounds:  # one measured export, to confirm
-            return _confirm_latency(graph, scores, self.config, self.latency, targets, masks,
-                                    context.masks)  # fmt: skip
+            return confirm_latency(graph, scores, self.config, self.latency, targets, masks,
+                                   context.masks)  # fmt: skip
         return masks, None
 
     def record(self, r: int, graph, masks, measured) -> dict:
@@ -376,29 +376,6 @@ def _compact_rounds(run: _Run, model, slots, iterations, mean_replacement: bool)
         history.append(record)
         run.report(record)
     return current, history
-
-
-def _confirm_latency(graph, scores, config, latency, targets, masks, current, tries=2,
-                     tolerance=0.05):
-    """Export and time the selected plan; when it misses the target by more than
-    ``tolerance``, calibrate the table on it and select again from the ``current`` masks
-    (at most ``tries`` times).
-
-    The calibration stays in this call: it goes into a copy of the table, so the caller's
-    ``LatencyModel`` predicts the same before and after (a ``prune()`` call does not change
-    the next one's plans)."""
-    target = targets["target_latency"]
-    latency = copy.copy(latency)  # add_point rebinds .points on the copy only
-    for attempt in range(tries + 1):
-        plan = {n: np.flatnonzero(m) for n, m in masks.items()}
-        small = compact(graph.model, plan, graph=graph)
-        measured = latency.measure(small)
-        if abs(measured / target - 1) <= tolerance or attempt == tries:
-            return masks, measured
-        latency.add_point(latency.widths_of(small), measured)
-        masks = select.select_channels(graph, scores, current, config, latency=latency,
-                                       **targets)  # fmt: skip
-    return masks, measured
 
 
 def _fit(model, data, epochs, validation_data, fit_kwargs):

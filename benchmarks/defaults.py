@@ -235,13 +235,14 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only rebuild the tables")
     parser.add_argument("--combined", nargs="+", metavar="FOLDER",
                         help="only report these run folders as one table, "
-                             "results/defaults_all.md (e.g. defaults_runs defaults_runs_mobile)")
+                             "results/<--out>.md (e.g. defaults_runs defaults_runs_mobile)")
+    parser.add_argument("--out", default="defaults_all", help="name of the --combined report")
     parser.add_argument("--no-report", action="store_true", help="only run")
     args = parser.parse_args()
     if args.combined:
         from defaults_report import report
 
-        report([os.path.join(_results.RESULTS_DIR, f) for f in args.combined], "defaults_all")
+        report([os.path.join(_results.RESULTS_DIR, f) for f in args.combined], args.out)
         return
     if not args.report:
         run_all(args)

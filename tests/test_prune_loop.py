@@ -153,7 +153,7 @@ def test_mean_replacement_result_unchanged(compact_every_round):
     assert np.abs(plain.model(x) - result.model(x)).max() > 1e-3  # the means were folded
 
 
-def _counts(monkeypatch, rounds):
+def _counts(monkeypatch, rounds, scoring="calibration"):
     """wrap / compact calls, scoring-step traces and training-step traces of one prune()."""
     from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
@@ -175,13 +175,16 @@ def _counts(monkeypatch, rounds):
     monkeypatch.setattr(TensorFlowTrainer, "train_step",
                         counting("train_trace", TensorFlowTrainer.train_step))  # fmt: skip
     model, x, y = _model_and_data()
-    _prune(model, x, y, signal="taylor", rounds=rounds, target_macs=0.5)
+    _prune(model, x, y, signal="taylor", rounds=rounds, target_macs=0.5, scoring=scoring)
     monkeypatch.undo()
     return counts
 
 
-def test_traces_do_not_grow_with_the_rounds(monkeypatch):
-    two, five = _counts(monkeypatch, 2), _counts(monkeypatch, 5)
+@pytest.mark.parametrize("scoring", ["calibration", "fine_tuning"])
+def test_traces_do_not_grow_with_the_rounds(monkeypatch, scoring):
+    # with scoring="fine_tuning" the hooked training step is traced once too, and the
+    # calibration step only for round 1
+    two, five = _counts(monkeypatch, 2, scoring), _counts(monkeypatch, 5, scoring)
     assert two == five, (two, five)
     assert two["wrap"] == 1 and two["compact"] == 1
     assert 1 <= two["score_trace"] <= 2 and 1 <= two["train_trace"] <= 2

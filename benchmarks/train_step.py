@@ -128,7 +128,7 @@ def run(config, args, data) -> dict:
 def paired(args, x, y) -> list[float]:
     """Median-ready ratios of in-step Taylor steps over plain steps, pair by pair."""
     plain, accumulating = make(args), make(args)
-    importance = tcp.TrainStepSaliency("taylor")
+    importance = tcp.TrainStepSaliency(signal="taylor")
     importance.build(scoring_context(accumulating, None, LOSS, caller="benchmark"))
     ratios = []
     for pair in range(args.pairs + 2):

@@ -40,7 +40,7 @@ def gated_model(seed=0, optimizer="sgd", bn=True):
 
 
 def installed(gated, signal):
-    importance = TrainStepSaliency(signal)
+    importance = TrainStepSaliency(signal=signal)
     importance.build(scoring_context(gated, None, LOSS, caller="test"))
     return importance
 
@@ -244,3 +244,12 @@ def test_hooks_keep_a_train_step_the_user_set_on_the_instance():
     assert calls  # the hook wrapped the user's step, not the class's
     _keras.remove_train_step_hook(gated, handle)
     assert vars(gated)["train_step"] is users_step
+
+
+def test_signal_is_a_keyword_and_positional_still_works_with_a_warning():
+    # docs/api.md: `signal` is keyword-only everywhere; the former positional call is mapped
+    with pytest.warns(DeprecationWarning, match="keyword-only"):
+        old = TrainStepSaliency("fisher")
+    assert old.name == TrainStepSaliency(signal="fisher").name
+    with pytest.raises(TypeError, match="positional"):
+        TrainStepSaliency("fisher", "taylor")

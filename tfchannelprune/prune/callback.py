@@ -151,7 +151,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self.importance = registry.get(signal)
         if data is None and isinstance(self.importance, SignalImportance):
             if self.importance.signal.kind == "mask":  # the papers' way: in the train step
-                self.importance = TrainStepSaliency(self.importance.signal)
+                self.importance = TrainStepSaliency(signal=self.importance.signal)
         self._in_step = bool(getattr(self.importance, "in_step", False))
         fed_by_data = self.importance.accumulated and not self._in_step
         if data is None and (self.importance.needs_data or fed_by_data):

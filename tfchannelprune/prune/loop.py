@@ -208,7 +208,7 @@ class _Run:
         fine-tuning accumulated); else None."""
         if self.scoring != "fine_tuning":
             return None
-        criterion = TrainStepSaliency(self.importance.signal)
+        criterion = TrainStepSaliency(signal=self.importance.signal)
         criterion.build(scoring_context(gated, None, self.loss, caller="prune", graph=graph))
         return criterion
 

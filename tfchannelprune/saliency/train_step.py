@@ -33,6 +33,7 @@ import tensorflow as tf
 from keras import tree
 
 from tfchannelprune import _keras
+from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.gate import record_gate_inputs
 from tfchannelprune.saliency import mask_delta
 from tfchannelprune.saliency import signals as signals_lib
@@ -54,8 +55,9 @@ class TrainStepSaliency(Importance):
     """A ``mask_delta`` signal ("taylor", "fisher" ...) accumulated by ``fit``'s train step.
 
     Args:
-        signal: a ``mask_delta`` signal: ``"taylor"`` (mean_n |d|), ``"fisher"`` (1/(2N)
-            sum_n d^2) or another ``mask_delta|...`` id.
+        signal: (keyword) a ``mask_delta`` signal: ``"taylor"`` (mean_n |d|), ``"fisher"``
+            (1/(2N) sum_n d^2) or another ``mask_delta|...`` id. Given positionally it still
+            works, with a ``DeprecationWarning`` (docs/api.md).
 
     ``ChannelPruning`` without calibration data uses it for such signals: ``build(context)``
     at the start of ``fit`` installs it on ``context.model``, each event calls it and then
@@ -70,7 +72,8 @@ class TrainStepSaliency(Importance):
     accumulated = True
     in_step = True  # fed by the training step itself, not by update(x, y) over batches
 
-    def __init__(self, signal="taylor"):
+    @keyword_only("signal")
+    def __init__(self, *, signal="taylor"):
         self.signal = signals_lib.get(signal)
         if self.signal.kind != "mask":
             raise ValueError(

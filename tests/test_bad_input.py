@@ -400,3 +400,36 @@ def test_nan_in_mean_replacement_data_is_an_error():
     x = with_nan(zoo.tiny_digits(16)[0], 4)
     raises_non_finite(lambda: tcp.gate_input_means(named_cnn(), x), "gate_input_means data",
                       "4 NaN")  # fmt: skip
+
+
+# ---------------------------------------------------------------- prune()'s fine_tune_data
+def _prune_spy_scoring(monkeypatch):
+    """Count prune()'s scoring calls: the checks below must come before any of them."""
+    from tfchannelprune.prune import loop
+
+    calls = []
+    original = loop.score_all
+    monkeypatch.setattr(loop, "score_all", lambda *a: calls.append(1) or original(*a))
+    return calls
+
+
+@pytest.mark.parametrize("scoring", ["calibration", "fine_tuning"])
+def test_bad_fine_tune_data_is_an_error_before_round_one(monkeypatch, scoring):
+    # NaN fine-tuning data used to fail in round 2's scores ("the loss is not finite on this
+    # batch" or "the criterion accumulated in the training steps is NaN"), empty data pruned
+    # without a word, and a wrong shape failed in round 1's fit after its scoring
+    x, y = zoo.tiny_digits(32)
+    y = y % 3
+    calls = _prune_spy_scoring(monkeypatch)
+    prune = lambda ft: tcp.prune(named_cnn(), (x, y), loss=LOSS, target_macs=0.5,  # noqa: E731
+                                 rounds=2, fine_tune_data=ft, scoring=scoring, verbose=0)
+    raises_non_finite(lambda: prune((with_nan(x, 3), y)), "fine_tune_data", "3 NaN")
+    with pytest.raises(ValueError, match="fine_tune_data is empty"):
+        prune((x[:0], y[:0]))
+    with pytest.raises(ValueError, match="same number of examples"):
+        prune((x, y[:5]))
+    with pytest.raises(ValueError, match=r"does not fit the model.*\(4, 8, 1\).*\(8, 8, 1\)"):
+        prune((x[:, :4], y))
+    with pytest.raises(ValueError, match="scoring must be"):
+        tcp.prune(named_cnn(), (x, y), loss=LOSS, target_macs=0.5, scoring="steps", verbose=0)
+    assert not calls

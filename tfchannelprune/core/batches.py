@@ -98,20 +98,42 @@ def num_examples(x) -> int:
     return int(np.shape(leaves[0])[0]) if leaves else 0
 
 
-def _from_arrays(parts: tuple, batch_size: int) -> tf.data.Dataset:
+def check_arrays(parts: tuple, what: str = "data") -> int:
+    """Raise for array data that is not x, (x, y) or (x, y, sample_weight) with the same,
+    non-zero number of examples in each; return that number."""
     if not 1 <= len(parts) <= 3:
         raise ValueError(
             f"Array data is x, (x, y) or (x, y, sample_weight). Received: a {len(parts)}-tuple"
         )
     n = num_examples(parts[0])
     if n == 0:
-        raise ValueError("The data is empty: it holds no examples. Received: len(x)=0")
+        raise ValueError(f"The {what} is empty: it holds no examples. Received: len(x)=0")
     for name, part in zip(("y", "sample_weight"), parts[1:], strict=False):
         if num_examples(part) != n:
             raise ValueError(
                 f"x and {name} must hold the same number of examples. "
                 f"Received: len(x)={n}, len({name})={num_examples(part)}"
             )
+    return n
+
+
+def check_fits_model(model, x, what: str = "data") -> None:
+    """Raise when the array ``x`` does not have the per-example shape of ``model``'s one
+    input (an axis the model leaves as None matches any length); several inputs or a
+    structure of arrays are left to Keras (their order is the model's to match)."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or isinstance(x, (dict, list, tuple)):
+        return
+    got, want = tuple(np.shape(x)[1:]), tuple(inputs[0].shape[1:])
+    if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+        raise ValueError(
+            f"{what} does not fit the model: its examples have shape {got}, the model takes "
+            f"{want}. Received: x.shape={np.shape(x)}"
+        )
+
+
+def _from_arrays(parts: tuple, batch_size: int) -> tf.data.Dataset:
+    check_arrays(parts)
     element = parts[0] if len(parts) == 1 else parts
     return tf.data.Dataset.from_tensor_slices(element).batch(int(batch_size))
 

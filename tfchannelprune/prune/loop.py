@@ -21,7 +21,8 @@ import time
 import keras
 import numpy as np
 
-from tfchannelprune.core.checks import layer_names
+from tfchannelprune.core.batches import check_arrays, check_fits_model
+from tfchannelprune.core.checks import check_finite, layer_names
 from tfchannelprune.core.convention import keyword_only
 from tfchannelprune.core.cost import count_macs, count_params, macs_for, params_for
 from tfchannelprune.core.graph import ChannelGraph
@@ -147,7 +148,15 @@ def prune(
         raise ValueError(f"target_latency is in milliseconds, > 0. Received: {target_latency}")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1. Received: rounds={rounds}")
+    if isinstance(fine_tune_data, (tuple, list)):  # before round 1; fit reads a dataset
+        check_arrays(tuple(fine_tune_data), "fine_tune_data")
+        check_fits_model(model, fine_tune_data[0], "fine_tune_data")
+        check_finite(tuple(fine_tune_data), "fine_tune_data", "fine-tuning on it would "
+                     "turn the weights (and every later round's scores) into NaN")
     importance = registry.get(signal)
+    scoring = procedures.resolve_scoring(
+        scoring, importance, fine_tune_data is not None and fine_tune_epochs > 0,
+        not (mean_replacement or compact_every_round))  # fmt: skip
     loss = getattr(model, "loss", None) if loss is None else loss
     by_latency = target_latency is not None
     config = select.SelectionConfig(
@@ -169,9 +178,7 @@ def prune(
         tuning=dict(data=fine_tune_data, epochs=fine_tune_epochs, optimizer=optimizer,
                     metrics=metrics, validation_data=validation_data, fit_kwargs=fit_kwargs),
         carry_optimizer=carry_optimizer, batch_size=batch_size, steps=steps, verbose=verbose,
-        scoring=procedures.resolve_scoring(
-            scoring, importance, fine_tune_data is not None and fine_tune_epochs > 0,
-            not (mean_replacement or compact_every_round)),
+        scoring=scoring,
     )  # fmt: skip
     source = optimizer if isinstance(optimizer, keras.optimizers.Optimizer) else None
     slots = optimizer_state.optimizer_slots(source, model) if carry_optimizer else {}

@@ -52,7 +52,7 @@ __all__ = [
     "AfterFn", "BuiltFn", "FlatGraph", "FlatNode", "HookHandle", "LayerFn",
     "add_train_step_hook", "call_node", "check_backend", "clone_layer", "clone_operation",
     "fit_callback_list", "flatten_graph", "functional_view", "has_train_step_hook",
-    "input_values", "is_model", "loss_tracker", "node_args", "node_constant_args", "node_kwargs", "nodes_in_order",
-    "operation_class", "rebuild", "remove_train_step_hook", "set_weights_by_name",
-    "weight_shapes_only", "weights_by_name", "weights_replaced",
+    "input_values", "is_model", "loss_tracker", "node_args", "node_constant_args",
+    "node_kwargs", "nodes_in_order", "operation_class", "rebuild", "remove_train_step_hook",
+    "set_weights_by_name", "weight_shapes_only", "weights_by_name", "weights_replaced",
 ]  # fmt: skip

@@ -1,15 +1,13 @@
 """``prune()``: rounds of score -> remove -> fine-tune, without callbacks.
 
 By default every round works on ONE wrapped model: a round switches channels off at the
-gates, so the graph, the calibration pass (one ``tf.function``) and the training step (one
-more) are built once for all the rounds, and the model is compacted once, at the end; the
-invariant gated == compact makes that the model the rounds would give if compacted after each
-one. The weights compaction would remove are set to 0 with their optimizer slots, so they
-stay 0 through fine-tuning (their channels are gated off: their gradients are 0) and weight
-criteria score the kept channels as on the compact model. Fine-tuning then runs at the full
-width. ``compact_every_round=True`` (and ``mean_replacement``, which folds means into biases
-at each compaction) compacts after every round and fine-tunes the smaller model instead; the
-optimizer's state is then carried through each compaction, its slots sliced like the weights
+gates, so the graph, the calibration pass and the training step are traced once for all the
+rounds, and the model is compacted once, at the end (gated == compact makes it the model of
+compacting after each round). The weights compaction would remove are set to 0 with their
+optimizer slots, so they stay 0 through fine-tuning (gated off, their gradients are 0) and
+weight criteria score the kept channels as on the compact model. ``compact_every_round=True``
+(and ``mean_replacement``, which folds means into biases at each compaction) compacts after
+every round and fine-tunes the smaller model, its optimizer slots sliced like the weights
 (``prune.optimizer_state``).
 """
 
@@ -290,6 +288,19 @@ class _Run:
         )
 
 
+@dataclasses.dataclass
+class _Gated:
+    """The one wrapped model the gated rounds share, and what goes with it."""
+
+    model: keras.Model
+    graph: ChannelGraph
+    opt: object  # the compiled optimizer, None without fine-tuning
+    fresh: list  # its variables' first values (carry_optimizer=False restores them)
+    in_step: object  # TrainStepSaliency fed by the fits (scoring="fine_tuning"), or None
+    accumulators: dict = dataclasses.field(default_factory=dict)  # the calibration pass's
+    zeroed: dict = dataclasses.field(default_factory=dict)  # entries set to 0 so far
+
+
 def _gated_rounds(run: _Run, model, slots, iterations):
     """Every round on ONE wrapped model: its graph, its scoring step (traced once) and its
     training step (traced once) serve all the rounds; a round switches channels off at the
@@ -298,20 +309,17 @@ def _gated_rounds(run: _Run, model, slots, iterations):
     compact model. The model is compacted once, at the end."""
     gated = wrap(model)
     graph = ChannelGraph(gated)
-    accumulators: dict = {}  # the calibration pass's accumulator, kept across the rounds
     opt = run.compile(gated, slots, iterations) if run.fine_tunes else None
-    fresh = [np.asarray(v) for v in opt.variables] if opt is not None else []
-    in_step = run.in_step(gated, graph)  # rounds 2.. score the fine-tuning steps, or None
-    history, zeroed = [], {}
+    state = _Gated(gated, graph, opt, [np.asarray(v) for v in opt.variables] if opt else [],
+                   run.in_step(gated, graph))  # fmt: skip
+    history = []
     try:
         for r in range(1, run.rounds + 1):
-            record, zeroed = _gated_round(run, r, gated, graph, accumulators, opt, fresh,
-                                          zeroed, in_step)  # fmt: skip
-            history.append(record)
-            run.report(record)
+            history.append(_gated_round(run, r, state))
+            run.report(history[-1])
     finally:
-        if in_step is not None:
-            in_step.release()
+        if state.in_step is not None:
+            state.in_step.release()
     small = compact(gated, graph=graph)
     if opt is not None:  # the compact model goes on with the optimizer's state
         sliced = optimizer_state.sliced_slots(gated, optimizer_state.optimizer_slots(opt, gated),
@@ -320,29 +328,28 @@ def _gated_rounds(run: _Run, model, slots, iterations):
     return small, history
 
 
-def _gated_round(run: _Run, r, gated, graph, accumulators, opt, fresh, zeroed, in_step):
-    """Round ``r`` of ``_gated_rounds``: score, switch off, zero, fine-tune; (the round's
-    record, the entries removed now)."""
-    if in_step is not None and r > 1:  # the previous round's fine-tuning steps scored it
-        context = scoring_context(gated, None, run.loss, caller="prune", graph=graph)
-        masks, measured = run.select(graph, context, r, importance=in_step)
+def _gated_round(run: _Run, r: int, s: _Gated) -> dict:
+    """Round ``r`` of ``_gated_rounds``: score, switch off, zero, fine-tune; the record."""
+    if s.in_step is not None and r > 1:  # the previous round's fine-tuning steps scored it
+        context = scoring_context(s.model, None, run.loss, caller="prune", graph=s.graph)
+        masks, measured = run.select(s.graph, context, r, importance=s.in_step)
     else:
-        context = scoring_context(gated, run.data, run.loss, caller="prune", graph=graph,
+        context = scoring_context(s.model, run.data, run.loss, caller="prune", graph=s.graph,
                                   batch_size=run.batch_size, steps=run.steps,
-                                  accumulators=accumulators)  # fmt: skip
-        masks, measured = run.select(graph, context, r)
-    set_kept_channels(gated, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=graph)
-    masks = gate_masks(graph)
-    zeroed = _zero_removed(gated, graph, masks, opt, zeroed)
-    record = run.record(r, graph, masks, measured)
-    if opt is not None:
+                                  accumulators=s.accumulators)  # fmt: skip
+        masks, measured = run.select(s.graph, context, r)
+    set_kept_channels(s.model, {n: np.flatnonzero(m) for n, m in masks.items()}, graph=s.graph)
+    masks = gate_masks(s.graph)
+    s.zeroed = _zero_removed(s.model, s.graph, masks, s.opt, s.zeroed)
+    record = run.record(r, s.graph, masks, measured)
+    if s.opt is not None:
         if not run.carry_optimizer and r > 1:  # a fresh optimizer's state, same step
-            for variable, value in zip(opt.variables, fresh, strict=True):
+            for variable, value in zip(s.opt.variables, s.fresh, strict=True):
                 variable.assign(value)
-        if in_step is not None:
-            in_step.reset()  # the next round's scores: this round's steps only
-        run.fine_tune(gated, record)
-    return record, zeroed
+        if s.in_step is not None:
+            s.in_step.reset()  # the next round's scores: this round's steps only
+        run.fine_tune(s.model, record)
+    return record
 
 
 def _zero_removed(gated, graph, masks, opt, zeroed: dict) -> dict:

@@ -113,8 +113,7 @@ def resolve_scoring(scoring, importance, fine_tunes: bool, gated_rounds: bool) -
     if scoring not in ("auto", "calibration", "fine_tuning"):
         raise ValueError("scoring must be 'auto', 'calibration' or 'fine_tuning'. "
                          f"Received: scoring={scoring!r}")  # fmt: skip
-    signal = getattr(importance, "signal", None)
-    possible = (isinstance(importance, SignalImportance) and signal.kind == "mask"
+    possible = (isinstance(importance, SignalImportance) and importance.signal.kind == "mask"
                 and fine_tunes and gated_rounds)  # fmt: skip
     if scoring == "auto":
         return DEFAULT_SCORING if possible else "calibration"

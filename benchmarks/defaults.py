@@ -7,7 +7,8 @@ choose). Per (architecture, seed): one dense model, Adam 1e-3, batch 64, ``--den
 epochs, shared by every criterion and target. Per criterion and target: a copy of the dense
 model, ``tcp.prune(model, (x[:640], y[:640]), loss, target_macs=t, rounds=10,
 fine_tune_data=(x_train, y_train), fine_tune_epochs=1, optimizer=Adam(1e-3))`` and
-``--extra-epochs`` more epochs at batch 64.
+``--extra-epochs`` more epochs at batch 64 (``--trajectory`` records validation and test accuracy
+after each of them as well; the run's accuracy stays the last epoch's).
 
 Every run writes its own JSON under benchmarks/results/defaults_runs/ (so a partial run is
 usable and a rerun resumes); ``--report`` (also run at the end) rebuilds
@@ -173,14 +174,20 @@ def one_run(dense, arch, seed, target, config, splits, args) -> dict:
                        optimizer=keras.optimizers.Adam(1e-3), fit_kwargs={"batch_size": 64},
                        verbose=0, **selection)  # fmt: skip
     pruned = _compile(result.model)
+    trajectory = {"val": [], "test": []}  # accuracy after each extra epoch (--trajectory)
+    record_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: [
+        trajectory[split].append(_accuracy(pruned, splits[split])) for split in trajectory])
     if args.extra_epochs:
-        pruned.fit(x, y, batch_size=64, epochs=args.extra_epochs, verbose=0)
+        pruned.fit(x, y, batch_size=64, epochs=args.extra_epochs, verbose=0,
+                   callbacks=[record_epoch] if getattr(args, "trajectory", False) else [])
     record = {"arch": arch, "seed": seed, "target": target, "config": config,
               "signal": signal, "selection": selection, "val": _accuracy(pruned, splits["val"]),
               "params": pruned.count_params(), "macs": count_macs(pruned),
               "widths": widths(pruned), "seconds": time.time() - start,
               "dense_epochs": args.dense_epochs, "extra_epochs": args.extra_epochs,
               "test": _accuracy(pruned, splits["test"])}  # fmt: skip
+    if trajectory["val"]:
+        record["trajectory"] = trajectory
     return record
 
 
@@ -232,6 +239,8 @@ def main() -> None:
     parser.add_argument("--runs", default="defaults_runs",
                         help="folder of the per-run JSONs under benchmarks/results/ (another "
                              "folder gets its own report, results/<folder>.md)")
+    parser.add_argument("--trajectory", action="store_true",
+                        help="also record validation and test accuracy after each extra epoch")
     parser.add_argument("--report", action="store_true", help="only rebuild the tables")
     parser.add_argument("--combined", nargs="+", metavar="FOLDER",
                         help="only report these run folders as one table, "

@@ -54,6 +54,7 @@ PROCEDURES = {"gated": {"scoring": "calibration"}, "compact": {"compact_every_ro
               "steps": {"scoring": "fine_tuning"}}  # fmt: skip
 MASK_SIGNALS = ("taylor", "fisher")
 TIMES: dict[str, float] = collections.defaultdict(float)
+CALLS: dict[str, list] = collections.defaultdict(list)  # phase -> each call's seconds
 
 
 def resnet8(input_shape=(28, 28, 1), classes=10) -> keras.Model:
@@ -80,6 +81,7 @@ def _timed(phase, fn, totals=TIMES):
             return fn(*args, **kwargs)
         finally:
             totals[phase] += time.perf_counter() - start
+            CALLS[phase].append(time.perf_counter() - start)
 
     return timed
 
@@ -100,6 +102,7 @@ def one_run(signal, procedure, x, y) -> dict:
     model = resnet8()
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     TIMES.clear()
+    CALLS.clear()
     start = time.perf_counter()
     result = tcp.prune(model, (x[:640], y[:640]), loss=loss, target_macs=0.25, rounds=10,
                        signal=signal, optimizer=keras.optimizers.Adam(1e-3),
@@ -110,8 +113,38 @@ def one_run(signal, procedure, x, y) -> dict:
     phases = dict(TIMES)
     fit = phases.pop("fit", 0.0)
     phases["other"] = total - fit - sum(phases.values())
+    score_calls = [float(c) for c in CALLS.get("score", [])]
     return {"seconds": total - fit, "fit_seconds": fit, "phases": phases,
+            "score_calls": score_calls,
             "macs_fraction": result.history[-1]["macs_fraction"]}  # fmt: skip
+
+
+def floor_pass(x, y, rounds=10, batch_size=32) -> dict:
+    """The floor of a calibration pass: a plain Keras forward + backward (the gradients of
+    the weights, no gates, no statistics) over the same 640 digits at the same batch size,
+    ``rounds`` times, in one ``tf.function``; its first call (tracing) timed apart."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = resnet8()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(loss(yb, model(xb, training=False)))
+        return tape.gradient(value, model.trainable_variables)
+
+    def one_pass():
+        start = time.perf_counter()
+        for i in range(0, 640, batch_size):
+            grads = step(x[i : i + batch_size], y[i : i + batch_size])
+        float(grads[0][0, 0, 0, 0])
+        return time.perf_counter() - start
+
+    first = one_pass()
+    later = [one_pass() for _ in range(rounds - 1)]
+    return {"first_s": first, "later_s": later, "total_s": first + sum(later)}
 
 
 def main() -> None:
@@ -127,17 +160,46 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     runs: dict[str, list] = {f"{s} {p}": [] for s in args.signals for p in args.procedures
                              if p != "steps" or s in MASK_SIGNALS}  # fmt: skip
+    floors = []
     for rep in range(args.reps):
         for key in runs:
             runs[key].append(one_run(*key.split(), x, y))
             print(f"{key} repetition {rep + 1}: {runs[key][-1]['seconds']:.2f} s overhead, "
                   f"{runs[key][-1]['fit_seconds']:.2f} s fits "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+        floors.append(floor_pass(x[:640], y[:640]))
+        print(f"floor repetition {rep + 1}: {floors[-1]['total_s']:.2f} s", flush=True)
     load.append(os.getloadavg()[0])
     text, summary = _table(runs, args.reps, load)
+    text += "\n\n" + _floor_text(runs, floors)
     print("\n" + text)
-    write_results(args.out, text, {"summary": summary, "runs": runs, "load_average": load,
+    write_results(args.out, text, {"summary": summary, "runs": runs, "floor": floors,
+                                   "load_average": load,
                                    "package": os.path.relpath(os.path.dirname(tcp.__file__))})  # fmt: skip
+
+
+def _floor_text(runs, floors) -> str:
+    """Each procedure's scoring calls (the first one traces) against the floor pass."""
+    med = lambda values: float(np.median(values)) if values else float("nan")  # noqa: E731
+    lines = [
+        "Where the scoring seconds go, against the floor (a plain Keras forward + backward of "
+        "the weights over the same 640 digits at batch 32, no gates, no statistics, 10 times; "
+        "medians over the repetitions):",
+        "",
+        "| pass | first call s (tracing included) | each later call s | 10 calls s |",
+        "|---|---|---|---|",
+        f"| floor (plain gradient pass) | {med([f['first_s'] for f in floors]):.2f} | "
+        f"{med([v for f in floors for v in f['later_s']]):.3f} | "
+        f"{med([f['total_s'] for f in floors]):.2f} |",
+    ]
+    for key, runs_of in runs.items():
+        calls = [r.get("score_calls", []) for r in runs_of]
+        if not any(calls):
+            continue
+        lines.append(f"| {key}: score | {med([c[0] for c in calls if c]):.2f} | "
+                     f"{med([v for c in calls for v in c[1:]]):.3f} ({len(calls[0]) - 1} calls) | "
+                     f"{med([sum(c) for c in calls]):.2f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _table(runs, reps, load):

@@ -107,9 +107,38 @@ def _warn_uncounted(graph) -> None:
         )
 
 
+class _ChannelsLastView:
+    """A ``channels_first`` call seen as channels-last: its shapes with the channel axis
+    moved last, so a rule's ``macs`` (spatial size = ``shape[1:-1]``) reads the right axes.
+    The graph takes the last axis as the channel axis everywhere, so on such a call (a
+    barrier: nothing on it is prunable) the widths it holds are the W axis, not C."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self.input_shapes = [_last(s) for s in fn.input_shapes]
+        self.output_shapes = [_last(s) for s in fn.output_shapes]
+
+    def __getattr__(self, name):
+        return getattr(self._fn, name)
+
+
+def _last(shape) -> tuple:
+    shape = tuple(shape)
+    return (shape[0], *shape[2:], shape[1]) if len(shape) >= 3 else shape
+
+
+def node_macs(rule, fn, in_w, out_w) -> int:
+    """``rule.macs(fn, in_w, out_w)``; on a ``channels_first`` call, with its true channel
+    counts (the whole of them: the layout is a barrier) and its shapes seen channels-last."""
+    if getattr(fn.op, "data_format", None) == "channels_first":
+        fn = _ChannelsLastView(fn)
+        in_w, out_w = fn.input_shapes[0][-1], fn.output_shapes[0][-1]
+    return rule.macs(fn, in_w, out_w)
+
+
 def _macs(rule, fn, in_w, out_w) -> int:
     try:
-        return rule.macs(fn, in_w, out_w)
+        return node_macs(rule, fn, in_w, out_w)
     except TypeError:
         shapes = list(fn.input_shapes) + list(fn.output_shapes)
         if not any(None in tuple(s)[1:] for s in shapes):
@@ -252,7 +281,7 @@ class MarginalCosts:
 
     def _node_macs(self, i: int) -> int:
         fn, _, own = self._nodes[i]
-        return int(own.macs(fn, *self._node_widths(fn)))
+        return int(node_macs(own, fn, *self._node_widths(fn)))
 
     def _node_saved(self, i: int) -> dict[str, int]:
         fn, rule, _ = self._nodes[i]
@@ -263,6 +292,8 @@ class MarginalCosts:
         args = (self._masks, self._names, self._kept)
         m_in = _multiplicity(self.graph, fn.inputs[0], *args)
         m_out = _multiplicity(self.graph, fn.outputs[0], *args)
+        if not (m_in or m_out):
+            return {}  # no prunable channel here (a channels_first call holds none)
         return {
             name: int(base - rule.macs(fn, in_w - m_in.get(name, 0), out_w - m_out.get(name, 0)))
             for name in set(m_in) | set(m_out)

@@ -157,8 +157,9 @@ def widths(model) -> dict[str, int]:
             if isinstance(layer, L.Conv2D) and not isinstance(layer, L.DepthwiseConv2D)}  # fmt: skip
 
 
-def one_run(dense, arch, seed, target, config, splits, args) -> dict:
-    """Prune a copy of ``dense`` with ``config`` to ``target`` of the MACs; fine-tune."""
+def prune_copy(dense, arch, seed, target, config, splits) -> tuple[keras.Model, str, dict]:
+    """A copy of ``dense`` pruned with ``config`` to ``target`` of the MACs, compiled with a
+    fresh Adam (as the protocol's extra epochs have it); its signal and selection."""
     signal, selection = CONFIGS[config]
     selection = {"scoring": "calibration", **selection}  # unless the config says otherwise
     if signal == "random":
@@ -167,13 +168,19 @@ def one_run(dense, arch, seed, target, config, splits, args) -> dict:
     model = ARCHS[arch]()
     model.set_weights(dense.get_weights())
     x, y = splits["train"]
-    start = time.time()
     result = tcp.prune(model, (x[:CALIBRATION], y[:CALIBRATION]), loss=_loss(),
                        target_macs=target, rounds=10, signal=signal, fine_tune_data=(x, y),
                        fine_tune_epochs=1,
                        optimizer=keras.optimizers.Adam(1e-3), fit_kwargs={"batch_size": 64},
                        verbose=0, **selection)  # fmt: skip
-    pruned = _compile(result.model)
+    return _compile(result.model), signal, selection
+
+
+def one_run(dense, arch, seed, target, config, splits, args) -> dict:
+    """Prune a copy of ``dense`` with ``config`` to ``target`` of the MACs; fine-tune."""
+    start = time.time()
+    pruned, signal, selection = prune_copy(dense, arch, seed, target, config, splits)
+    x, y = splits["train"]
     trajectory = {"val": [], "test": []}  # accuracy after each extra epoch (--trajectory)
     record_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: [
         trajectory[split].append(_accuracy(pruned, splits[split])) for split in trajectory])

@@ -8,10 +8,17 @@ more than 2 points below the mean of the other two) is read:
   every epoch: how much one epoch's end moves the accuracy when nothing is pruned.
 * ``rerun``: runs of benchmarks/defaults.py repeated with the same configuration, seed and
   target (``--runs defaults_runs_rerun``), against the first runs (``defaults_runs``): how far
-  the same procedure lands from itself (TensorFlow's CPU kernels are not bitwise
-  deterministic, so a rerun takes another path through training).
+  the same procedure lands from itself after a change of float rounding. The first runs
+  compacted the model every round, the reruns use the gated rounds (the same model after each
+  round to float tolerance). With the same code a run is bitwise repeatable: the
+  ``--trajectory`` runs of defaults_runs_traj give the reruns' accuracies exactly.
+* ``shuffles``: ONE pruned network per (seed, target) (the default, ``taylor_local``, pruned as
+  in benchmarks/defaults.py), then the protocol's 5 extra epochs run ``--orders`` times, each
+  with its own shuffling of the training digits (``keras.utils.set_random_seed(3000 + k)``
+  before the fit; everything else the same): how much the last five epochs' order alone moves
+  the number the collapse test reads.
 
-Usage: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/defaults_noise.py [--parts dense rerun]
+Usage: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/defaults_noise.py [--parts dense rerun shuffles]
 (run ``python benchmarks/defaults.py --archs cnn --configs taylor_local bn_scale_mean --runs
 defaults_runs_rerun --no-report`` first for the rerun part). Writes
 benchmarks/results/defaults_noise.{json,md}.
@@ -62,14 +69,35 @@ def reruns(first="defaults_runs", again="defaults_runs_rerun") -> list[dict]:
             b, a = json.load(f), json.load(g)
         pairs.append({"run": os.path.basename(path)[:-5], "first": a["test"], "again": b["test"],
                       "first_val": a["val"], "again_val": b["val"],
-                      "same_widths": a["widths"] == b["widths"]})  # fmt: skip
+                      # by position: layer names carry a per-process suffix
+                      "same_widths": list(a["widths"].values()) == list(b["widths"].values())})
     return pairs
+
+
+def shuffles(seed, target, splits, orders, config="taylor_local") -> dict:
+    """One pruned network, its 5 extra epochs under ``orders`` shuffle orders."""
+    dense, _ = defaults.dense_model("cnn", seed, splits, 15)
+    model = defaults.prune_copy(dense, "cnn", seed, target, config, splits)[0]
+    start = model.get_weights()
+    out = {"widths": list(defaults.widths(model).values()), "orders": [],
+           "after_pruning": {split: defaults._accuracy(model, splits[split])
+                             for split in ("val", "test")}}  # fmt: skip
+    for k in range(orders):
+        model.set_weights(start)
+        model = defaults._compile(model)  # a fresh Adam, as the protocol's extra epochs have
+        keras.utils.set_random_seed(3000 + k)
+        model.fit(*splits["train"], batch_size=64, epochs=5, verbose=0)
+        out["orders"].append({"val": defaults._accuracy(model, splits["val"]),
+                              "test": defaults._accuracy(model, splits["test"])})
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["dense", "rerun"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--orders", type=int, default=4, help="shuffle orders (shuffles part)")
+    parser.add_argument("--targets", nargs="+", type=float, default=[0.25, 0.5])
     args = parser.parse_args()
     path = os.path.join(_results.RESULTS_DIR, "defaults_noise.json")
     payload = json.load(open(path)) if os.path.exists(path) else {}
@@ -78,6 +106,15 @@ def main() -> None:
         payload["dense"] = {str(s): dense_epochs(s, splits) for s in args.seeds}
     if "rerun" in args.parts:
         payload["rerun"] = reruns()
+    if "shuffles" in args.parts:
+        splits = defaults.load_splits()
+        payload["shuffles"] = {}
+        for seed in args.seeds:
+            for target in args.targets:
+                key = f"s{seed}_t{target}"
+                payload["shuffles"][key] = shuffles(seed, target, splits, args.orders)
+                tests = [o["test"] for o in payload["shuffles"][key]["orders"]]
+                print(key, [f"{100 * t:.1f}" for t in tests], flush=True)
     lines = ["Plain CNN (small_cnn(width=16)) of benchmarks/defaults.py; accuracy in %. "
              "Command: `python benchmarks/defaults_noise.py`.", ""]
     if "dense" in payload:
@@ -100,10 +137,32 @@ def main() -> None:
                          f"{100 * (p['again'] - p['first']):+.1f} | {p['same_widths']} |")
         lines += ["", f"Median absolute difference {100 * np.median(diffs):.1f} points, "
                   f"largest {100 * max(diffs):.1f} ({len(diffs)} pairs)."]
+    if payload.get("shuffles"):
+        lines += _shuffle_lines(payload["shuffles"])
     text = "\n".join(lines)
     _results.write_results("defaults_noise", text, payload)
     print(text)
 
 
+def _shuffle_lines(runs) -> list[str]:
+    lines = ["", "**One pruned network, its last five epochs in different orders** (the default, "
+             "taylor_local, pruned once per seed and target; then the protocol's 5 extra epochs "
+             "with a fresh Adam, each order its own shuffling of the training digits; test):", "",
+             "| seed | target | test after pruning (before the extra epochs) | test after the 5 "
+             "extra epochs, per order | range |", "|---|---|---|---|---|"]  # fmt: skip
+    ranges = []
+    for key, run in runs.items():
+        seed, target = key[1:].split("_t")
+        tests = [o["test"] for o in run["orders"]]
+        ranges.append(max(tests) - min(tests))
+        lines.append(f"| {seed} | {target} | {100 * run['after_pruning']['test']:.1f} | "
+                     f"{', '.join(f'{100 * t:.1f}' for t in tests)} | "
+                     f"{100 * ranges[-1]:.1f} |")  # fmt: skip
+    lines += ["", f"Range over the orders: median {100 * np.median(ranges):.1f}, largest "
+              f"{100 * max(ranges):.1f} points ({len(ranges)} networks)."]
+    return lines
+
+
 if __name__ == "__main__":
     main()
+

@@ -139,9 +139,51 @@ def main() -> None:
                   f"largest {100 * max(diffs):.1f} ({len(diffs)} pairs)."]
     if payload.get("shuffles"):
         lines += _shuffle_lines(payload["shuffles"])
+    if "trajectory" in args.parts:
+        payload["trajectory"] = trajectories()
+    if payload.get("trajectory"):
+        lines += _trajectory_lines(payload["trajectory"])
     text = "\n".join(lines)
     _results.write_results("defaults_noise", text, payload)
     print(text)
+
+
+def trajectories(folder="defaults_runs_traj") -> dict:
+    """{config: {target: {seed: test after each extra epoch}}} from ``--trajectory`` runs."""
+    out: dict = {}
+    for path in sorted(glob.glob(os.path.join(_results.RESULTS_DIR, folder, "*.json"))):
+        with open(path) as f:
+            run = json.load(f)
+        if "trajectory" in run:
+            cell = out.setdefault(run["config"], {}).setdefault(str(run["target"]), {})
+            cell[str(run["seed"])] = run["trajectory"]["test"]
+    return out
+
+
+def _low_seeds(values: dict) -> list[str]:
+    """Seeds more than 2 points below the mean of the others (the issue's collapse test)."""
+    return [s for s, v in values.items()
+            if v < np.mean([w for t, w in values.items() if t != s]) - 0.02]  # fmt: skip
+
+
+def _trajectory_lines(runs) -> list[str]:
+    lines = ["", "**The 5 extra epochs, epoch by epoch** (`python benchmarks/defaults.py --archs "
+             "cnn --seeds 0 1 2 3 4 --configs taylor_local bn_scale_mean fisher_mean "
+             "taylor_mean --runs defaults_runs_traj --trajectory`; rules in "
+             "results/defaults_trajectory_plan.md; test). \"epoch 5\" is the number the "
+             "issue's test reads; \"3-5\" the mean of epochs 3, 4 and 5:", "",
+             "| configuration | target | seed: test after extra epochs 1-5 | low seeds, epoch 5 "
+             "| low seeds, 3-5 mean |", "|---|---|---|---|---|"]  # fmt: skip
+    for config, cells in sorted(runs.items()):
+        for target, seeds in sorted(cells.items()):
+            last = {s: t[-1] for s, t in seeds.items()}
+            late = {s: float(np.mean(t[-3:])) for s, t in seeds.items()}
+            shown = "; ".join(f"{s}: " + ", ".join(f"{100 * v:.1f}" for v in t)
+                              for s, t in sorted(seeds.items()))  # fmt: skip
+            lines.append(f"| {config} | {target} | {shown} | "
+                         f"{', '.join(_low_seeds(last)) or 'none'} | "
+                         f"{', '.join(_low_seeds(late)) or 'none'} |")  # fmt: skip
+    return lines
 
 
 def _shuffle_lines(runs) -> list[str]:

@@ -92,12 +92,46 @@ def shuffles(seed, target, splits, orders, config="taylor_local") -> dict:
     return out
 
 
+SHUFFLES = os.path.join(_results.RESULTS_DIR, "defaults_shuffles")  # one JSON per network
+
+
+def run_shuffles(args) -> None:
+    """Every (config, seed, target) network of ``args`` not yet in SHUFFLES (several
+    processes may share the list: each network is claimed by one)."""
+    splits = defaults.load_splits()
+    os.makedirs(SHUFFLES, exist_ok=True)
+    for config in args.configs:
+        for seed in args.seeds:
+            for target in args.targets:
+                path = os.path.join(SHUFFLES, f"{config}_s{seed}_t{target}.json")
+                if os.path.exists(path) or not defaults._claim(path):
+                    continue
+                run = shuffles(seed, target, splits, args.orders, config)
+                with open(path, "w") as f:
+                    json.dump(run, f, indent=1)
+                os.remove(path + ".lock")
+                print(os.path.basename(path), [f"{100 * o['test']:.1f}" for o in run["orders"]],
+                      flush=True)  # fmt: skip
+
+
+def read_shuffles() -> dict:
+    """{config: {"s<seed>_t<target>": run}} from SHUFFLES."""
+    out: dict = {}
+    for path in sorted(glob.glob(os.path.join(SHUFFLES, "*.json"))):
+        config, seed, target = os.path.basename(path)[:-5].rsplit("_", 2)
+        with open(path) as f:
+            out.setdefault(config, {})[f"{seed}_{target}"] = json.load(f)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["dense", "rerun"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--orders", type=int, default=4, help="shuffle orders (shuffles part)")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.25, 0.5])
+    parser.add_argument("--configs", nargs="+", default=["taylor_local"],
+                        choices=list(defaults.CONFIGS), help="criteria (shuffles part)")
     args = parser.parse_args()
     path = os.path.join(_results.RESULTS_DIR, "defaults_noise.json")
     payload = json.load(open(path)) if os.path.exists(path) else {}
@@ -107,14 +141,8 @@ def main() -> None:
     if "rerun" in args.parts:
         payload["rerun"] = reruns()
     if "shuffles" in args.parts:
-        splits = defaults.load_splits()
-        payload["shuffles"] = {}
-        for seed in args.seeds:
-            for target in args.targets:
-                key = f"s{seed}_t{target}"
-                payload["shuffles"][key] = shuffles(seed, target, splits, args.orders)
-                tests = [o["test"] for o in payload["shuffles"][key]["orders"]]
-                print(key, [f"{100 * t:.1f}" for t in tests], flush=True)
+        run_shuffles(args)
+        payload["shuffles"] = read_shuffles()
     lines = ["Plain CNN (small_cnn(width=16)) of benchmarks/defaults.py; accuracy in %. "
              "Command: `python benchmarks/defaults_noise.py`.", ""]
     if "dense" in payload:
@@ -186,22 +214,34 @@ def _trajectory_lines(runs) -> list[str]:
     return lines
 
 
-def _shuffle_lines(runs) -> list[str]:
-    lines = ["", "**One pruned network, its last five epochs in different orders** (the default, "
-             "taylor_local, pruned once per seed and target; then the protocol's 5 extra epochs "
-             "with a fresh Adam, each order its own shuffling of the training digits; test):", "",
-             "| seed | target | test after pruning (before the extra epochs) | test after the 5 "
-             "extra epochs, per order | range |", "|---|---|---|---|---|"]  # fmt: skip
-    ranges = []
-    for key, run in runs.items():
-        seed, target = key[1:].split("_t")
-        tests = [o["test"] for o in run["orders"]]
-        ranges.append(max(tests) - min(tests))
-        lines.append(f"| {seed} | {target} | {100 * run['after_pruning']['test']:.1f} | "
-                     f"{', '.join(f'{100 * t:.1f}' for t in tests)} | "
-                     f"{100 * ranges[-1]:.1f} |")  # fmt: skip
+def _shuffle_lines(by_config) -> list[str]:
+    lines = ["", "**One pruned network, its last five epochs in different orders** (each "
+             "criterion prunes once per seed and target; then the protocol's 5 extra epochs "
+             "with a fresh Adam, each order its own shuffling of the training digits; test; "
+             "`--parts shuffles --configs ...`):", "",
+             "| criterion | seed | target | test after pruning (before the extra epochs) | test "
+             "after the 5 extra epochs, per order | mean | range |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    ranges, means = [], {}
+    for config, runs in sorted(by_config.items()):
+        for key, run in sorted(runs.items(), key=lambda kv: (kv[0].split("_")[1], kv[0])):
+            seed, target = key[1:].split("_t")
+            tests = [o["test"] for o in run["orders"]]
+            ranges.append(max(tests) - min(tests))
+            means.setdefault((config, target), {})[seed] = float(np.mean(tests))
+            lines.append(f"| {config} | {seed} | {target} | "
+                         f"{100 * run['after_pruning']['test']:.1f} | "
+                         f"{', '.join(f'{100 * t:.1f}' for t in tests)} | "
+                         f"{100 * np.mean(tests):.2f} | {100 * ranges[-1]:.1f} |")  # fmt: skip
     lines += ["", f"Range over the orders: median {100 * np.median(ranges):.1f}, largest "
-              f"{100 * max(ranges):.1f} points ({len(ranges)} networks)."]
+              f"{100 * max(ranges):.1f} points ({len(ranges)} networks).", "",
+              "The collapse test read on the mean over the orders (a diagnosis, not the issue's "
+              "test; results/defaults_trajectory_plan.md):", "",
+              "| criterion | target | mean over seeds of the order means | seeds more than 2 "
+              "points below the others |", "|---|---|---|---|"]  # fmt: skip
+    for (config, target), seeds in sorted(means.items()):
+        lines.append(f"| {config} | {target} | {100 * np.mean(list(seeds.values())):.2f} "
+                     f"({len(seeds)} seeds) | {', '.join(_low_seeds(seeds)) or 'none'} |")
     return lines
 
 

@@ -12,11 +12,13 @@ more than 2 points below the mean of the other two) is read:
   compacted the model every round, the reruns use the gated rounds (the same model after each
   round to float tolerance). With the same code a run is bitwise repeatable: the
   ``--trajectory`` runs of defaults_runs_traj give the reruns' accuracies exactly.
-* ``shuffles``: ONE pruned network per (seed, target) (the default, ``taylor_local``, pruned as
+* ``shuffles``: ONE pruned network per (architecture, criterion, seed, target) (``--archs``,
+  ``--configs``; default the plain CNN and the default criterion, ``taylor_local``, pruned as
   in benchmarks/defaults.py), then the protocol's 5 extra epochs run ``--orders`` times, each
   with its own shuffling of the training digits (``keras.utils.set_random_seed(3000 + k)``
   before the fit; everything else the same): how much the last five epochs' order alone moves
-  the number the collapse test reads.
+  the number the collapse test reads. One JSON per network in results/defaults_shuffles/
+  (several processes can share the list).
 
 Usage: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/defaults_noise.py [--parts dense rerun shuffles]
 (run ``python benchmarks/defaults.py --archs cnn --configs taylor_local bn_scale_mean --runs
@@ -74,10 +76,10 @@ def reruns(first="defaults_runs", again="defaults_runs_rerun") -> list[dict]:
     return pairs
 
 
-def shuffles(seed, target, splits, orders, config="taylor_local") -> dict:
+def shuffles(seed, target, splits, orders, config="taylor_local", arch="cnn") -> dict:
     """One pruned network, its 5 extra epochs under ``orders`` shuffle orders."""
-    dense, _ = defaults.dense_model("cnn", seed, splits, 15)
-    model = defaults.prune_copy(dense, "cnn", seed, target, config, splits)[0]
+    dense, _ = defaults.dense_model(arch, seed, splits, 15)
+    model = defaults.prune_copy(dense, arch, seed, target, config, splits)[0]
     start = model.get_weights()
     out = {"widths": list(defaults.widths(model).values()), "orders": [],
            "after_pruning": {split: defaults._accuracy(model, splits[split])
@@ -100,27 +102,28 @@ def run_shuffles(args) -> None:
     processes may share the list: each network is claimed by one)."""
     splits = defaults.load_splits()
     os.makedirs(SHUFFLES, exist_ok=True)
-    for config in args.configs:
-        for seed in args.seeds:
-            for target in args.targets:
-                path = os.path.join(SHUFFLES, f"{config}_s{seed}_t{target}.json")
-                if os.path.exists(path) or not defaults._claim(path):
-                    continue
-                run = shuffles(seed, target, splits, args.orders, config)
-                with open(path, "w") as f:
-                    json.dump(run, f, indent=1)
-                os.remove(path + ".lock")
-                print(os.path.basename(path), [f"{100 * o['test']:.1f}" for o in run["orders"]],
-                      flush=True)  # fmt: skip
+    todo = [(a, c, s, t) for a in args.archs for c in args.configs for s in args.seeds
+            for t in args.targets]  # fmt: skip
+    for arch, config, seed, target in todo:
+        path = os.path.join(SHUFFLES, f"{arch}_{config}_s{seed}_t{target}.json")
+        if os.path.exists(path) or not defaults._claim(path):
+            continue
+        run = shuffles(seed, target, splits, args.orders, config, arch)
+        with open(path, "w") as f:
+            json.dump(run, f, indent=1)
+        os.remove(path + ".lock")
+        print(os.path.basename(path), [f"{100 * o['test']:.1f}" for o in run["orders"]],
+              flush=True)
 
 
 def read_shuffles() -> dict:
-    """{config: {"s<seed>_t<target>": run}} from SHUFFLES."""
+    """{"<arch> <config>": {"s<seed>_t<target>": run}} from SHUFFLES."""
     out: dict = {}
     for path in sorted(glob.glob(os.path.join(SHUFFLES, "*.json"))):
-        config, seed, target = os.path.basename(path)[:-5].rsplit("_", 2)
+        arch, rest = os.path.basename(path)[:-5].split("_", 1)
+        config, seed, target = rest.rsplit("_", 2)
         with open(path) as f:
-            out.setdefault(config, {})[f"{seed}_{target}"] = json.load(f)
+            out.setdefault(f"{arch} {config}", {})[f"{seed}_{target}"] = json.load(f)
     return out
 
 
@@ -130,6 +133,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--orders", type=int, default=4, help="shuffle orders (shuffles part)")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.25, 0.5])
+    parser.add_argument("--archs", nargs="+", default=["cnn"], choices=list(defaults.ARCHS),
+                        help="architectures (shuffles part)")
     parser.add_argument("--configs", nargs="+", default=["taylor_local"],
                         choices=list(defaults.CONFIGS), help="criteria (shuffles part)")
     args = parser.parse_args()
@@ -219,7 +224,7 @@ def _shuffle_lines(by_config) -> list[str]:
              "criterion prunes once per seed and target; then the protocol's 5 extra epochs "
              "with a fresh Adam, each order its own shuffling of the training digits; test; "
              "`--parts shuffles --configs ...`):", "",
-             "| criterion | seed | target | test after pruning (before the extra epochs) | test "
+             "| architecture, criterion | seed | target | test after pruning (before the extra epochs) | test "
              "after the 5 extra epochs, per order | mean | range |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     ranges, means = [], {}
@@ -237,7 +242,7 @@ def _shuffle_lines(by_config) -> list[str]:
               f"{100 * max(ranges):.1f} points ({len(ranges)} networks).", "",
               "The collapse test read on the mean over the orders (a diagnosis, not the issue's "
               "test; results/defaults_trajectory_plan.md):", "",
-              "| criterion | target | mean over seeds of the order means | seeds more than 2 "
+              "| architecture, criterion | target | mean over seeds of the order means | seeds more than 2 "
               "points below the others |", "|---|---|---|---|"]  # fmt: skip
     for (config, target), seeds in sorted(means.items()):
         lines.append(f"| {config} | {target} | {100 * np.mean(list(seeds.values())):.2f} "

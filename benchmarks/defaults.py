@@ -157,9 +157,11 @@ def widths(model) -> dict[str, int]:
             if isinstance(layer, L.Conv2D) and not isinstance(layer, L.DepthwiseConv2D)}  # fmt: skip
 
 
-def prune_copy(dense, arch, seed, target, config, splits) -> tuple[keras.Model, str, dict]:
+def prune_copy(dense, arch, seed, target, config, splits,
+               fresh=True) -> tuple[keras.Model, str, dict]:  # fmt: skip
     """A copy of ``dense`` pruned with ``config`` to ``target`` of the MACs, compiled with a
-    fresh Adam (as the protocol's extra epochs have it); its signal and selection."""
+    fresh Adam (as the protocol's extra epochs have it; ``fresh=False``: as ``prune()``
+    returns it, compiled with the Adam its rounds carried); its signal and selection."""
     signal, selection = CONFIGS[config]
     selection = {"scoring": "calibration", **selection}  # unless the config says otherwise
     if signal == "random":
@@ -173,7 +175,7 @@ def prune_copy(dense, arch, seed, target, config, splits) -> tuple[keras.Model, 
                        fine_tune_epochs=1,
                        optimizer=keras.optimizers.Adam(1e-3), fit_kwargs={"batch_size": 64},
                        verbose=0, **selection)  # fmt: skip
-    return _compile(result.model), signal, selection
+    return (_compile(result.model) if fresh else result.model), signal, selection
 
 
 def one_run(dense, arch, seed, target, config, splits, args) -> dict:

@@ -76,17 +76,25 @@ def reruns(first="defaults_runs", again="defaults_runs_rerun") -> list[dict]:
     return pairs
 
 
-def shuffles(seed, target, splits, orders, config="taylor_local", arch="cnn") -> dict:
-    """One pruned network, its 5 extra epochs under ``orders`` shuffle orders."""
+def shuffles(seed, target, splits, orders, config="taylor_local", arch="cnn",
+             carried=False) -> dict:  # fmt: skip
+    """One pruned network, its 5 extra epochs under ``orders`` shuffle orders (with a fresh
+    Adam each time, or ``carried``: the optimizer ``prune()`` returned, its state put back
+    before each order)."""
     dense, _ = defaults.dense_model(arch, seed, splits, 15)
-    model = defaults.prune_copy(dense, arch, seed, target, config, splits)[0]
+    model = defaults.prune_copy(dense, arch, seed, target, config, splits, fresh=not carried)[0]
     start = model.get_weights()
+    optimizer = [v.numpy() for v in model.optimizer.variables] if carried else None
     out = {"widths": list(defaults.widths(model).values()), "orders": [],
            "after_pruning": {split: defaults._accuracy(model, splits[split])
                              for split in ("val", "test")}}  # fmt: skip
     for k in range(orders):
         model.set_weights(start)
-        model = defaults._compile(model)  # a fresh Adam, as the protocol's extra epochs have
+        if carried:
+            for variable, value in zip(model.optimizer.variables, optimizer, strict=True):
+                variable.assign(value)
+        else:
+            model = defaults._compile(model)  # a fresh Adam, as the protocol's extra epochs
         keras.utils.set_random_seed(3000 + k)
         model.fit(*splits["train"], batch_size=64, epochs=5, verbose=0)
         out["orders"].append({"val": defaults._accuracy(model, splits["val"]),
@@ -105,10 +113,11 @@ def run_shuffles(args) -> None:
     todo = [(a, c, s, t) for a in args.archs for c in args.configs for s in args.seeds
             for t in args.targets]  # fmt: skip
     for arch, config, seed, target in todo:
-        path = os.path.join(SHUFFLES, f"{arch}_{config}_s{seed}_t{target}.json")
+        name = f"{config}+carried" if args.carried else config
+        path = os.path.join(SHUFFLES, f"{arch}_{name}_s{seed}_t{target}.json")
         if os.path.exists(path) or not defaults._claim(path):
             continue
-        run = shuffles(seed, target, splits, args.orders, config, arch)
+        run = shuffles(seed, target, splits, args.orders, config, arch, args.carried)
         with open(path, "w") as f:
             json.dump(run, f, indent=1)
         os.remove(path + ".lock")
@@ -133,6 +142,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--orders", type=int, default=4, help="shuffle orders (shuffles part)")
     parser.add_argument("--targets", nargs="+", type=float, default=[0.25, 0.5])
+    parser.add_argument("--carried", action="store_true",
+                        help="shuffles part: the extra epochs go on with the optimizer prune() "
+                             "returned (files named <config>+carried) instead of a fresh Adam")
     parser.add_argument("--archs", nargs="+", default=["cnn"], choices=list(defaults.ARCHS),
                         help="architectures (shuffles part)")
     parser.add_argument("--configs", nargs="+", default=["taylor_local"],

@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _results  # noqa: E402
 import defaults  # noqa: E402
+from defaults_report import low_seeds  # noqa: E402
 
 LAST = 5  # the last epochs of the dense run whose spread is reported
 
@@ -205,12 +206,6 @@ def trajectories(folder="defaults_runs_traj") -> dict:
     return out
 
 
-def _low_seeds(values: dict) -> list[str]:
-    """Seeds more than 2 points below the mean of the others (the issue's collapse test)."""
-    return [s for s, v in values.items()
-            if v < np.mean([w for t, w in values.items() if t != s]) - 0.02]  # fmt: skip
-
-
 def _trajectory_lines(runs) -> list[str]:
     lines = ["", "**The 5 extra epochs, epoch by epoch** (`python benchmarks/defaults.py --archs "
              "cnn --seeds 0 1 2 3 4 --configs taylor_local bn_scale_mean fisher_mean "
@@ -226,8 +221,8 @@ def _trajectory_lines(runs) -> list[str]:
             shown = "; ".join(f"{s}: " + ", ".join(f"{100 * v:.1f}" for v in t)
                               for s, t in sorted(seeds.items()))  # fmt: skip
             lines.append(f"| {config} | {target} | {shown} | "
-                         f"{', '.join(_low_seeds(last)) or 'none'} | "
-                         f"{', '.join(_low_seeds(late)) or 'none'} |")  # fmt: skip
+                         f"{', '.join(low_seeds(last)) or 'none'} | "
+                         f"{', '.join(low_seeds(late)) or 'none'} |")  # fmt: skip
     return lines
 
 
@@ -258,7 +253,7 @@ def _shuffle_lines(by_config) -> list[str]:
               "points below the others |", "|---|---|---|---|"]  # fmt: skip
     for (config, target), seeds in sorted(means.items()):
         lines.append(f"| {config} | {target} | {100 * np.mean(list(seeds.values())):.2f} "
-                     f"({len(seeds)} seeds) | {', '.join(_low_seeds(seeds)) or 'none'} |")
+                     f"({len(seeds)} seeds) | {', '.join(low_seeds(seeds)) or 'none'} |")
     return lines
 
 

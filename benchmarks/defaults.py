@@ -157,6 +157,13 @@ def widths(model) -> dict[str, int]:
             if isinstance(layer, L.Conv2D) and not isinstance(layer, L.DepthwiseConv2D)}  # fmt: skip
 
 
+def each_epoch(model, splits, out: dict) -> keras.callbacks.Callback:
+    """A callback appending ``model``'s accuracy on each split named in ``out`` ({split:
+    list}) after every epoch."""
+    return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: [
+        out[split].append(_accuracy(model, splits[split])) for split in out])
+
+
 def prune_copy(dense, arch, seed, target, config, splits,
                fresh=True) -> tuple[keras.Model, str, dict]:  # fmt: skip
     """A copy of ``dense`` pruned with ``config`` to ``target`` of the MACs, compiled with a
@@ -184,11 +191,9 @@ def one_run(dense, arch, seed, target, config, splits, args) -> dict:
     pruned, signal, selection = prune_copy(dense, arch, seed, target, config, splits)
     x, y = splits["train"]
     trajectory = {"val": [], "test": []}  # accuracy after each extra epoch (--trajectory)
-    record_epoch = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: [
-        trajectory[split].append(_accuracy(pruned, splits[split])) for split in trajectory])
     if args.extra_epochs:
-        pruned.fit(x, y, batch_size=64, epochs=args.extra_epochs, verbose=0,
-                   callbacks=[record_epoch] if getattr(args, "trajectory", False) else [])
+        callbacks = [each_epoch(pruned, splits, trajectory)] if getattr(args, "trajectory", 0) else []
+        pruned.fit(x, y, batch_size=64, epochs=args.extra_epochs, verbose=0, callbacks=callbacks)
     record = {"arch": arch, "seed": seed, "target": target, "config": config,
               "signal": signal, "selection": selection, "val": _accuracy(pruned, splits["val"]),
               "params": pruned.count_params(), "macs": count_macs(pruned),

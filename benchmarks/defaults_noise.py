@@ -52,13 +52,8 @@ def dense_epochs(seed, splits, epochs=15) -> dict:
     keras.utils.set_random_seed(seed)
     model = defaults._compile(defaults.ARCHS["cnn"]())
     out = {"val": [], "test": []}
-
-    class Record(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            out["val"].append(defaults._accuracy(model, splits["val"]))
-            out["test"].append(defaults._accuracy(model, splits["test"]))
-
-    model.fit(*splits["train"], batch_size=64, epochs=epochs, verbose=0, callbacks=[Record()])
+    model.fit(*splits["train"], batch_size=64, epochs=epochs, verbose=0,
+              callbacks=[defaults.each_epoch(model, splits, out)])
     return out
 
 

@@ -292,8 +292,6 @@ class MarginalCosts:
         args = (self._masks, self._names, self._kept)
         m_in = _multiplicity(self.graph, fn.inputs[0], *args)
         m_out = _multiplicity(self.graph, fn.outputs[0], *args)
-        if not (m_in or m_out):
-            return {}  # no prunable channel here (a channels_first call holds none)
         return {
             name: int(base - rule.macs(fn, in_w - m_in.get(name, 0), out_w - m_out.get(name, 0)))
             for name in set(m_in) | set(m_out)

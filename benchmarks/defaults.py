@@ -121,9 +121,27 @@ def _loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _compile(model):
-    model.compile(keras.optimizers.Adam(1e-3), _loss(), metrics=["accuracy"])
+# the learning rate of the extra epochs after prune(): "constant" (the issue's protocol, Adam
+# 1e-3) or "cosine" (Adam from 1e-3 down to 0 over the extra epochs; results/
+# defaults_trajectory_plan.md, addendum 6)
+SCHEDULES = ("constant", "cosine")
+
+
+def _compile(model, schedule="constant", steps=None):
+    """``model`` compiled with a fresh Adam: 1e-3, or under ``schedule="cosine"`` a rate
+    decaying from 1e-3 to 0 over ``steps`` optimizer steps."""
+    rate = 1e-3
+    if schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=steps, alpha=0.0)
+    elif schedule != "constant":
+        raise ValueError(f"schedule must be one of {SCHEDULES}. Received: {schedule!r}")
+    model.compile(keras.optimizers.Adam(rate), _loss(), metrics=["accuracy"])
     return model
+
+
+def extra_steps(splits, epochs) -> int:
+    """Optimizer steps of ``epochs`` extra epochs at batch 64."""
+    return epochs * -(-len(splits["train"][0]) // 64)
 
 
 def _accuracy(model, split) -> float:
@@ -164,11 +182,12 @@ def each_epoch(model, splits, out: dict) -> keras.callbacks.Callback:
         out[split].append(_accuracy(model, splits[split])) for split in out])
 
 
-def prune_copy(dense, arch, seed, target, config, splits,
-               fresh=True) -> tuple[keras.Model, str, dict]:  # fmt: skip
+def prune_copy(dense, arch, seed, target, config, splits, fresh=True, schedule="constant",
+               extra_epochs=5) -> tuple[keras.Model, str, dict]:  # fmt: skip
     """A copy of ``dense`` pruned with ``config`` to ``target`` of the MACs, compiled with a
-    fresh Adam (as the protocol's extra epochs have it; ``fresh=False``: as ``prune()``
-    returns it, compiled with the Adam its rounds carried); its signal and selection."""
+    fresh Adam under ``schedule`` for ``extra_epochs`` (as the protocol's extra epochs have it;
+    ``fresh=False``: as ``prune()`` returns it, compiled with the Adam its rounds carried); its
+    signal and selection."""
     signal, selection = CONFIGS[config]
     selection = {"scoring": "calibration", **selection}  # unless the config says otherwise
     if signal == "random":
@@ -182,13 +201,17 @@ def prune_copy(dense, arch, seed, target, config, splits,
                        fine_tune_epochs=1,
                        optimizer=keras.optimizers.Adam(1e-3), fit_kwargs={"batch_size": 64},
                        verbose=0, **selection)  # fmt: skip
-    return (_compile(result.model) if fresh else result.model), signal, selection
+    if not fresh:
+        return result.model, signal, selection
+    return _compile(result.model, schedule, extra_steps(splits, extra_epochs)), signal, selection
 
 
 def one_run(dense, arch, seed, target, config, splits, args) -> dict:
     """Prune a copy of ``dense`` with ``config`` to ``target`` of the MACs; fine-tune."""
     start = time.time()
-    pruned, signal, selection = prune_copy(dense, arch, seed, target, config, splits)
+    schedule = getattr(args, "schedule", "constant")
+    pruned, signal, selection = prune_copy(dense, arch, seed, target, config, splits,
+                                           schedule=schedule, extra_epochs=args.extra_epochs)
     x, y = splits["train"]
     trajectory = {"val": [], "test": []}  # accuracy after each extra epoch (--trajectory)
     if args.extra_epochs:
@@ -199,7 +222,7 @@ def one_run(dense, arch, seed, target, config, splits, args) -> dict:
               "params": pruned.count_params(), "macs": count_macs(pruned),
               "widths": widths(pruned), "seconds": time.time() - start,
               "dense_epochs": args.dense_epochs, "extra_epochs": args.extra_epochs,
-              "test": _accuracy(pruned, splits["test"])}  # fmt: skip
+              "schedule": schedule, "test": _accuracy(pruned, splits["test"])}  # fmt: skip
     if trajectory["val"]:
         record["trajectory"] = trajectory
     return record
@@ -250,6 +273,9 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(TABLE), choices=list(CONFIGS))
     parser.add_argument("--dense-epochs", type=int, default=15)
     parser.add_argument("--extra-epochs", type=int, default=5)
+    parser.add_argument("--schedule", default="constant", choices=SCHEDULES,
+                        help="learning rate of the extra epochs: constant Adam 1e-3 (the "
+                             "issue's protocol) or cosine from 1e-3 to 0")
     parser.add_argument("--runs", default="defaults_runs",
                         help="folder of the per-run JSONs under benchmarks/results/ (another "
                              "folder gets its own report, results/<folder>.md)")

@@ -73,10 +73,10 @@ def reruns(first="defaults_runs", again="defaults_runs_rerun") -> list[dict]:
 
 
 def shuffles(seed, target, splits, orders, config="taylor_local", arch="cnn",
-             carried=False) -> dict:  # fmt: skip
+             carried=False, schedule="constant") -> dict:  # fmt: skip
     """One pruned network, its 5 extra epochs under ``orders`` shuffle orders (with a fresh
-    Adam each time, or ``carried``: the optimizer ``prune()`` returned, its state put back
-    before each order)."""
+    Adam each time, its rate under ``schedule``, or ``carried``: the optimizer ``prune()``
+    returned, its state put back before each order)."""
     dense, _ = defaults.dense_model(arch, seed, splits, 15)
     model = defaults.prune_copy(dense, arch, seed, target, config, splits, fresh=not carried)[0]
     start = model.get_weights()
@@ -90,7 +90,8 @@ def shuffles(seed, target, splits, orders, config="taylor_local", arch="cnn",
             for variable, value in zip(model.optimizer.variables, optimizer, strict=True):
                 variable.assign(value)
         else:
-            model = defaults._compile(model)  # a fresh Adam, as the protocol's extra epochs
+            # a fresh Adam, as the protocol's extra epochs
+            model = defaults._compile(model, schedule, defaults.extra_steps(splits, 5))
         keras.utils.set_random_seed(3000 + k)
         model.fit(*splits["train"], batch_size=64, epochs=5, verbose=0)
         out["orders"].append({"val": defaults._accuracy(model, splits["val"]),
@@ -110,10 +111,12 @@ def run_shuffles(args) -> None:
             for t in args.targets]  # fmt: skip
     for arch, config, seed, target in todo:
         name = f"{config}+carried" if args.carried else config
+        name += "" if args.schedule == "constant" else f"+{args.schedule}"
         path = os.path.join(SHUFFLES, f"{arch}_{name}_s{seed}_t{target}.json")
         if os.path.exists(path) or not defaults._claim(path):
             continue
-        run = shuffles(seed, target, splits, args.orders, config, arch, args.carried)
+        run = shuffles(seed, target, splits, args.orders, config, arch, args.carried,
+                       args.schedule)
         with open(path, "w") as f:
             json.dump(run, f, indent=1)
         os.remove(path + ".lock")
@@ -141,6 +144,8 @@ def main() -> None:
     parser.add_argument("--carried", action="store_true",
                         help="shuffles part: the extra epochs go on with the optimizer prune() "
                              "returned (files named <config>+carried) instead of a fresh Adam")
+    parser.add_argument("--schedule", default="constant", choices=defaults.SCHEDULES,
+                        help="learning rate of the extra epochs (files named <config>+cosine)")
     parser.add_argument("--archs", nargs="+", default=["cnn"], choices=list(defaults.ARCHS),
                         help="architectures (shuffles part)")
     parser.add_argument("--configs", nargs="+", default=["taylor_local"],

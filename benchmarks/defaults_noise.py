@@ -234,19 +234,24 @@ def _shuffle_lines(by_config) -> list[str]:
              "| architecture, criterion | seed | target | test after pruning (before the extra epochs) | test "
              "after the 5 extra epochs, per order | mean | range |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
-    ranges, means = [], {}
+    ranges, means, by_group = [], {}, {}
     for config, runs in sorted(by_config.items()):
         for key, run in sorted(runs.items(), key=lambda kv: (kv[0].split("_")[1], kv[0])):
             seed, target = key[1:].split("_t")
             tests = [o["test"] for o in run["orders"]]
             ranges.append(max(tests) - min(tests))
+            by_group.setdefault(config, []).append(ranges[-1])
             means.setdefault((config, target), {})[seed] = float(np.mean(tests))
             lines.append(f"| {config} | {seed} | {target} | "
                          f"{100 * run['after_pruning']['test']:.1f} | "
                          f"{', '.join(f'{100 * t:.1f}' for t in tests)} | "
                          f"{100 * np.mean(tests):.2f} | {100 * ranges[-1]:.1f} |")  # fmt: skip
     lines += ["", f"Range over the orders: median {100 * np.median(ranges):.1f}, largest "
-              f"{100 * max(ranges):.1f} points ({len(ranges)} networks).", "",
+              f"{100 * max(ranges):.1f} points ({len(ranges)} networks). By row (`+cosine`: "
+              "the extra epochs' rate decays from 1e-3 to 0, `--schedule cosine`; `+carried`: "
+              "the optimizer prune() returned): " + "; ".join(
+                  f"{config} median {100 * np.median(r):.1f}, largest {100 * max(r):.1f} "
+                  f"({len(r)})" for config, r in sorted(by_group.items())) + ".", "",
               "The collapse test read on the mean over the orders (a diagnosis, not the issue's "
               "test; results/defaults_trajectory_plan.md):", "",
               "| architecture, criterion | target | mean over seeds of the order means | seeds more than 2 "

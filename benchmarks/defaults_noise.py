@@ -151,6 +151,9 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["taylor_local"],
                         choices=list(defaults.CONFIGS), help="criteria (shuffles part)")
     args = parser.parse_args()
+    if args.carried and args.schedule != "constant":
+        parser.error("--carried goes on with the optimizer prune() returned (its constant rate); "
+                     f"it takes no --schedule. Received: --schedule {args.schedule}")
     path = os.path.join(_results.RESULTS_DIR, "defaults_noise.json")
     payload = json.load(open(path)) if os.path.exists(path) else {}
     if "dense" in args.parts:

@@ -212,6 +212,36 @@ def test_removed_entries_are_what_compact_drops(name):
     np.testing.assert_allclose(small(x, training=False), before, rtol=1e-4, atol=1e-4)
 
 
+def test_removed_entries_leaves_out_a_cut_that_is_not_a_selection(monkeypatch):
+    # a rule whose cut repeats an entry, or computes new values, does not select entries:
+    # its variable is left out (never zeroed), the others are kept
+    from tfchannelprune.core import surgery
+
+    gated = tcp.wrap(_plain_model())
+    graph = tcp.ChannelGraph(gated)
+    group = graph.prunable_groups[0]
+    tcp.set_kept_channels(gated, {group.name: [0]}, graph=graph)
+    honest = surgery.cut_like_weights(graph, {v.path: np.arange(int(np.prod(v.shape)),
+                                                                 dtype=np.float64).reshape(v.shape)
+                                              for v in gated.trainable_variables},  # fmt: skip
+                                      gate_masks(graph))
+    paths = [p for p, cut in honest.items() if np.size(cut) < np.prod(
+        next(v.shape for v in gated.trainable_variables if v.path == p))]  # fmt: skip
+    assert len(paths) >= 2
+    twice, computed = paths[0], paths[1]
+
+    def cut(graph, values, masks=None):
+        out = dict(honest)
+        out[twice] = np.concatenate([honest[twice].ravel()[:1], honest[twice].ravel()[:-1]])
+        out[computed] = honest[computed] + 0.5
+        return out
+
+    monkeypatch.setattr(surgery, "cut_like_weights", cut)
+    removed = surgery.removed_entries(graph, gate_masks(graph))
+    assert twice not in removed and computed not in removed
+    assert set(paths) - {twice, computed} <= set(removed)
+
+
 def _plain_model():
     """No BatchNorm, no Dropout: the training step's forward pass is the calibration pass's."""
     L = keras.layers

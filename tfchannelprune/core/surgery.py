@@ -83,10 +83,10 @@ def removed_entries(graph: ChannelGraph, masks=None) -> dict[str, np.ndarray]:
             continue  # nothing removed, or not a selection
         if picked.size and (picked.min() < 0 or picked.max() >= size):
             continue
-        if len(np.unique(picked)) != picked.size:
-            continue
         removed = np.ones(size, bool)
         removed[picked] = False
+        if size - np.count_nonzero(removed) != picked.size:
+            continue  # an entry picked twice: not a selection (np.unique cost 10 s on ResNet50)
         out[path] = removed.reshape(indices[path].shape)
     return out
 

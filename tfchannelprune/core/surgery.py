@@ -60,6 +60,14 @@ def cut_like_weights(graph: ChannelGraph, values, masks=None) -> dict[str, np.nd
     return out
 
 
+def _flat_indices(shape) -> np.ndarray:
+    """0, 1, ... in ``shape``, as floats (a rule that computes new values gives non-integers):
+    float32 up to 2**22 entries, where every index and every half-way value is exact (half the
+    memory of a large model's copy), float64 above."""
+    size = int(np.prod(shape))
+    return np.arange(size, dtype=np.float32 if size <= 2**22 else np.float64).reshape(shape)
+
+
 def removed_entries(graph: ChannelGraph, masks=None) -> dict[str, np.ndarray]:
     """{trainable variable path: boolean array, True where ``compact`` removes the entry} for
     the variables that lose entries (whole filters, consumers' input slices, BatchNorm
@@ -72,12 +80,11 @@ def removed_entries(graph: ChannelGraph, masks=None) -> dict[str, np.ndarray]:
     for fn in graph.flat.nodes:
         for v in getattr(fn.op, "trainable_variables", None) or []:
             variables[v.path] = v
-    indices = {p: np.arange(int(np.prod(v.shape)), dtype=np.float64).reshape(v.shape)
-               for p, v in variables.items()}  # fmt: skip
+    indices = {p: _flat_indices(v.shape) for p, v in variables.items()}
     out = {}
     for path, kept in cut_like_weights(graph, indices, masks).items():
         size = indices[path].size
-        flat = np.asarray(kept, dtype=np.float64).ravel()
+        flat = np.asarray(kept).ravel()
         picked = flat.astype(np.int64)
         if flat.size == size or not np.array_equal(picked, flat):
             continue  # nothing removed, or not a selection

@@ -15,6 +15,10 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def _model_and_data(seed=4):
+    # seeded: the kernels come from Keras' initializers, so an unseeded model differed per
+    # process, and about one in ten had two channels tied to float noise that the two
+    # procedures of the first test then ranked differently (a flake, seen in 1 or 2 of 10 runs)
+    keras.utils.set_random_seed(seed)
     model = zoo.randomize(zoo.resnet_style((8, 8, 3)), seed=seed)
     x, y = zoo.labelled_data(model, 48, 0)
     return model, x, y

@@ -136,9 +136,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--out", default="peer_overhead")
     args = parser.parse_args()
+    if not os.path.isfile(args.digits):
+        parser.error(f"no digits file at {args.digits!r}; write it with `.venv/bin/python "
+                     "benchmarks/prune_overhead.py --save-digits out/digits640.npz`")
     with np.load(args.digits) as data:
-        x = torch.from_numpy(np.ascontiguousarray(data["x"][:640].transpose(0, 3, 1, 2)))
-        y = torch.from_numpy(data["y"][:640].astype(np.int64))
+        x, y = data["x"], data["y"]
+    if x.shape[1:] != (28, 28, 1) or len(x) < 640 or len(y) != len(x) or not np.isfinite(x).all():
+        parser.error(f"--digits must hold at least 640 finite digits x (N, 28, 28, 1) and y (N,). "
+                     f"Received: x {x.shape}, y {y.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(x[:640].transpose(0, 3, 1, 2)))
+    y = torch.from_numpy(y[:640].astype(np.int64))
     load = [os.getloadavg()[0]]
     runs = {"taylor": [], "l1": []}
     floors = []

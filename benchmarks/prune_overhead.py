@@ -103,14 +103,21 @@ def one_run(signal, procedure, x, y) -> dict:
     keras.utils.set_random_seed(0)
     model = resnet8()
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return measured(lambda: tcp.prune(
+        model, (x[:640], y[:640]), loss=loss, target_macs=0.25, rounds=10, signal=signal,
+        optimizer=keras.optimizers.Adam(1e-3), fine_tune_data=(x[:128], y[:128]),
+        fine_tune_epochs=1, fit_kwargs={"batch_size": 64}, verbose=0,
+        **PROCEDURES[procedure]))  # fmt: skip
+
+
+def measured(run_prune) -> dict:
+    """Run ``run_prune()`` (a ``prune()`` call, after ``instrument()``): its overhead (wall
+    clock minus the fine-tuning fits), the fits' seconds, the overhead by phase, each
+    scoring call's seconds and the MACs left."""
     TIMES.clear()
     CALLS.clear()
     start = time.perf_counter()
-    result = tcp.prune(model, (x[:640], y[:640]), loss=loss, target_macs=0.25, rounds=10,
-                       signal=signal, optimizer=keras.optimizers.Adam(1e-3),
-                       fine_tune_data=(x[:128], y[:128]), fine_tune_epochs=1,
-                       fit_kwargs={"batch_size": 64}, verbose=0,
-                       **PROCEDURES[procedure])  # fmt: skip
+    result = run_prune()
     total = time.perf_counter() - start
     phases = dict(TIMES)
     fit = phases.pop("fit", 0.0)

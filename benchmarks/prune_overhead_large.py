@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,19 +34,11 @@ def one_run(signal: str) -> dict:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 64, 64, 3)).astype("float32")
     y = np.arange(32) % 10
-    po.TIMES.clear()
-    po.CALLS.clear()
-    start = time.perf_counter()
-    result = tcp.prune(model, (x, y), loss=keras.losses.SparseCategoricalCrossentropy(),
-                       target_macs=0.5, rounds=3, signal=signal,
-                       optimizer=keras.optimizers.SGD(1e-3), fine_tune_data=(x[:16], y[:16]),
-                       fine_tune_epochs=1, fit_kwargs={"batch_size": 16}, verbose=0)  # fmt: skip
-    total = time.perf_counter() - start
-    phases = dict(po.TIMES)
-    fit = phases.pop("fit", 0.0)
-    phases["other"] = total - fit - sum(phases.values())
-    return {"seconds": total - fit, "fit_seconds": fit, "phases": phases,
-            "macs_fraction": result.history[-1]["macs_fraction"]}  # fmt: skip
+    return po.measured(lambda: tcp.prune(
+        model, (x, y), loss=keras.losses.SparseCategoricalCrossentropy(), target_macs=0.5,
+        rounds=3, signal=signal, optimizer=keras.optimizers.SGD(1e-3),
+        fine_tune_data=(x[:16], y[:16]), fine_tune_epochs=1, fit_kwargs={"batch_size": 16},
+        verbose=0))  # fmt: skip
 
 
 def main() -> None:

@@ -32,29 +32,41 @@ def test_macs_by_hand():
     assert tcp.count_params(model) == model.count_params()
 
 
+def _layout_twin(data_format):
+    shape = (3, 20, 24) if data_format == "channels_first" else (20, 24, 3)
+    kw = {"data_format": data_format}
+    inp = keras.Input(shape)
+    x = L.Conv2D(8, 3, name="c1", **kw)(inp)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, name="dw", **kw)(x)
+    x = L.SeparableConv2D(4, 3, name="sep", **kw)(x)
+    x = L.Conv2DTranspose(6, 3, strides=2, name="up", **kw)(x)
+    x = L.GlobalAveragePooling2D(name="gap", **kw)(x)
+    return keras.Model(inp, L.Dense(5, name="head")(x))
+
+
 def test_channels_first_layers_cost_what_their_channels_last_twins_cost():
     """A channels_first model (a barrier: nothing on it is prunable) was costed with its W
     axis as the channels and (C, H) as the spatial size: 1,004,288 MACs for a model of 203,936
     (summary() printed it)."""
-
-    def build(data_format):
-        shape = (3, 20, 24) if data_format == "channels_first" else (20, 24, 3)
-        kw = {"data_format": data_format}
-        inp = keras.Input(shape)
-        x = L.Conv2D(8, 3, name="c1", **kw)(inp)
-        x = L.DepthwiseConv2D(3, depth_multiplier=2, name="dw", **kw)(x)
-        x = L.SeparableConv2D(4, 3, name="sep", **kw)(x)
-        x = L.Conv2DTranspose(6, 3, strides=2, name="up", **kw)(x)
-        x = L.GlobalAveragePooling2D(name="gap", **kw)(x)
-        return keras.Model(inp, L.Dense(5, name="head")(x))
-
-    first, last = build("channels_first"), build("channels_last")
+    first, last = _layout_twin("channels_first"), _layout_twin("channels_last")
     per_layer = tcp.count_macs(first, per_layer=True)
     assert per_layer == tcp.count_macs(last, per_layer=True)
     assert per_layer["c1"] == 18 * 22 * 9 * 3 * 8
     assert per_layer["dw"] == 16 * 20 * 9 * 16
     assert per_layer["head"] == 6 * 5
     assert tcp.count_params(first) == first.count_params()
+
+
+def test_summary_shows_the_channels_of_channels_first_groups():
+    """summary() printed the W axis (24, 22, 20 ...) as the widths of a channels_first
+    model's groups: the graph reads the last axis as channels, which there is W."""
+    info = tcp.summary(_layout_twin("channels_first"), print_fn=lambda s: None)
+    widths = {g["name"]: (g["kept"], g["size"]) for g in info["groups"]}
+    assert not any(g["prunable"] for g in info["groups"])
+    (inp,) = [name for name in widths if name.startswith("input_layer")]
+    assert widths.pop(inp) == (3, 3)
+    channels = {"c1": 8, "dw": 16, "sep": 4, "up": 6, "gap": 6, "head": 5}
+    assert widths == {name: (c, c) for name, c in channels.items()}
 
 
 @pytest.mark.parametrize("name", ["resnet_style", "densenet_style", "mobilenetv2_style",

@@ -16,18 +16,22 @@ def summary(model, *, print_fn=print, max_groups: int | None = None) -> dict:
 
     Returns:
         {"model", "macs", "params", "groups": [{"name", "size", "kept", "prunable", "reason",
-        "producers", "consumers"}]}.
+        "producers", "consumers"}]}. On the tensors of a ``channels_first`` call (a barrier:
+        nothing there is prunable) "size" and "kept" are its channels (axis 1).
     """
     graph = ChannelGraph(model)
     masks = keep_masks(graph, None)
     macs, params = count_macs(graph), count_params(graph)
+    channels_first = _channels_first_widths(graph)
     groups = []
     for g in graph.groups:
         kept = int(masks[g.name].sum()) if g.name in masks else g.size
+        if g.name in channels_first:
+            kept = channels_first[g.name]
         groups.append(
             {
                 "name": g.name,
-                "size": g.size,
+                "size": channels_first.get(g.name, g.size),
                 "kept": kept,
                 "prunable": g.prunable,
                 "reason": g.reason,
@@ -50,3 +54,20 @@ def summary(model, *, print_fn=print, max_groups: int | None = None) -> dict:
         out.write(f"... {len(groups) - len(shown)} more groups\n")
     print_fn(out.getvalue().rstrip("\n"))
     return {"model": model.name, "macs": macs, "params": params, "groups": groups}
+
+
+def _channels_first_widths(graph) -> dict[str, int]:
+    """{group: channels} for the groups on a ``channels_first`` call's tensors. The graph
+    reads the last axis of every tensor as its channel axis, which there is W; those groups
+    are barriers (never pruned), so their channels are the whole of axis 1."""
+    out = {}
+    for fn in graph.flat.nodes:
+        if getattr(fn.op, "data_format", None) != "channels_first":
+            continue
+        tensors = [*zip(fn.inputs, fn.input_shapes), *zip(fn.outputs, fn.output_shapes)]
+        for tensor, shape in tensors:
+            if len(shape) >= 3 and shape[1] is not None:
+                for name, _, _ in graph.segments(graph.layout(tensor)):
+                    if not graph.group(name).prunable:
+                        out[name] = int(shape[1])
+    return out

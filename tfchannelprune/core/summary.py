@@ -25,13 +25,13 @@ def summary(model, *, print_fn=print, max_groups: int | None = None) -> dict:
     channels_first = _channels_first_widths(graph)
     groups = []
     for g in graph.groups:
-        kept = int(masks[g.name].sum()) if g.name in masks else g.size
-        if g.name in channels_first:
-            kept = channels_first[g.name]
+        size = channels_first.get(g.name, g.size)
+        whole = g.name in channels_first or g.name not in masks
+        kept = size if whole else int(masks[g.name].sum())
         groups.append(
             {
                 "name": g.name,
-                "size": channels_first.get(g.name, g.size),
+                "size": size,
                 "kept": kept,
                 "prunable": g.prunable,
                 "reason": g.reason,

@@ -57,8 +57,10 @@ CONFIGS = {
     # common fraction's rounding takes beyond the target (a fill-up in select.py, taken out
     # again by the rule of results/defaults_fill_plan.md); with main's code it IS taylor_local
     "taylor_local_filled": ("taylor", {"mode": "local", "normalize": "mean", "beta": 0.0}),
-    # the same arguments as taylor_local, run since mode="local" takes its fraction of each
-    # group's full width, not of the width left (results/defaults_trajectory_plan.md, addendum 9)
+    # the same arguments as taylor_local, run while mode="local" took its fraction of each
+    # group's full width, not of the width left: taken out again by the rule of addendum 9
+    # (results/defaults_trajectory_plan.md; validation 96.20 against 96.24); with main's code
+    # it IS taylor_local
     "taylor_local_full": ("taylor", {"mode": "local", "normalize": "mean", "beta": 0.0}),
     # rounds 2.. read Taylor from the previous round's fine-tuning steps (Molchanov's way)
     "taylor_local_steps": ("taylor", {"mode": "local", "normalize": "mean", "beta": 0.0,

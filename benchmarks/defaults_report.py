@@ -39,6 +39,10 @@ CANDIDATES = ("taylor_mean", "taylor_local")
 # well on validation, over the (cell, seed) pairs, as scoring the calibration data every round.
 SCORING = ("taylor_local", "taylor_local_steps")
 RIVALS = ("fisher_mean", "l1_weight_mean", "bn_scale_mean")
+# Addendum 9 (results/defaults_trajectory_plan.md, written before its runs): mode="local"
+# taking its fraction of each group's full width stays if it scores at least as well on
+# validation over the (cell, seed) pairs as the fraction of the width left.
+LOCAL_CODE = ("taylor_local", "taylor_local_full")
 # The default's runs with today's code. "taylor_local_filled" passed the same arguments while
 # mode="local" gave back what its rounding overshoots (a fill-up tried on 2026-12-06 and
 # taken out again by the rule of results/defaults_fill_plan.md: 95.146 against 95.153 on
@@ -58,6 +62,20 @@ def _load(runs_dirs) -> list[dict]:
 
 def library_default(runs) -> str | None:
     """The measured configuration that ``prune()`` / ``ChannelPruning`` use by default."""
+    matches = _default_matches(runs)
+    # several configurations pass the default's arguments when the code behind them changed:
+    # the one run with today's code
+    return NOW if NOW in matches else (matches[0] if matches else None)
+
+
+def superseded(runs, default) -> list[str]:
+    """Configurations with the default's arguments measured with other code than today's:
+    shown in the tables, never counted as a rival of the default (the same criterion)."""
+    return [c for c in dict.fromkeys(_default_matches(runs)) if c != default]
+
+
+def _default_matches(runs) -> list[str]:
+    """The configurations whose runs passed ``prune()``'s default signal and selection."""
     import inspect
 
     from tfchannelprune.prune.loop import prune
@@ -74,9 +92,7 @@ def library_default(runs) -> str | None:
             measured.get(k) == v for k, v in {**base, **selection}.items()
         ):
             matches.append(run["config"])
-    # several configurations pass the default's arguments when the code behind them changed:
-    # the one run with today's code
-    return NOW if NOW in matches else (matches[0] if matches else None)
+    return matches
 
 
 def summarise(runs) -> dict:
@@ -162,18 +178,32 @@ def _collapses(values) -> bool:
     return bool(low_seeds(dict(enumerate(values))))
 
 
+def _candidates(default) -> tuple:
+    """``CANDIDATES`` with the local ranking as measured with the default's code."""
+    return tuple(default if c == "taylor_local" and default else c for c in CANDIDATES)
+
+
+def _other_code_words(other_code) -> list[str]:
+    if not other_code:
+        return []
+    return ["", f"Rows with the default's arguments run with other code than main's "
+            f"({', '.join(other_code)}) are shown, not counted in the choice or the targets "
+            "below: they are the same criterion."]
+
+
 def _fmt(stat) -> str:
     mean, std, values = stat
     return f"{100 * mean:.1f} +- {100 * std:.1f} ({', '.join(f'{100 * v:.1f}' for v in values)})"
 
 
-def table(cells, split, default, chosen) -> list[str]:
+def table(cells, split, default, chosen, other_code=()) -> list[str]:
     names = sorted({c for configs in cells.values() for c in configs})
     header = "| configuration | " + " | ".join(sorted(cells)) + " |"
     lines = [header, "|---" * (len(cells) + 1) + "|"]
     for name in names:
         mark = " (default)" if name == default else ""
         mark += " (chosen)" if name == chosen and name != default else ""
+        mark += " (default's arguments, other code)" if name in other_code else ""
         row = [_fmt(cells[c][name][split]) if name in cells[c] else "" for c in sorted(cells)]
         lines.append(f"| {name}{mark} | " + " | ".join(row) + " |")
     return lines
@@ -212,6 +242,26 @@ def scoring_lines(cells) -> list[str]:
             f"\"{procedures.DEFAULT_SCORING}\"."]  # fmt: skip
 
 
+def local_code_lines(cells) -> list[str]:
+    """Addendum 9's rule 1, when both of ``LOCAL_CODE`` were measured: the fraction of the
+    full width stays if it scores at least as well on validation over the (cell, seed) pairs."""
+    if not any(LOCAL_CODE[1] in configs for configs in cells.values()):
+        return []
+    _, score = choose(cells, LOCAL_CODE)
+    if len(score) < 2:
+        return []
+    every = [cell for cell in cells if all(c in cells[cell] for c in LOCAL_CODE)]
+    test = {c: float(np.mean([v for cell in every for v in cells[cell][c]["test"][2]]))
+            for c in LOCAL_CODE}  # fmt: skip
+    picks = LOCAL_CODE[1] if score[LOCAL_CODE[1]] >= score[LOCAL_CODE[0]] else LOCAL_CODE[0]
+    return ["", f"mode=\"local\" taking its fraction of the full width (`{LOCAL_CODE[1]}`) "
+            f"against the width left (`{LOCAL_CODE[0]}`), the rule of addendum 9 "
+            "(defaults_trajectory_plan.md): validation " + ", ".join(
+                f"{c} {100 * v:.2f}" for c, v in score.items()) + "; test " + ", ".join(
+                f"{c} {100 * v:.2f}" for c, v in test.items()) + f"; the rule keeps "
+            f"**{picks}**; the code on main: `{NOW}`."]  # fmt: skip
+
+
 def _schedules(runs) -> set:
     return {r.get("schedule", "constant") for r in runs}
 
@@ -242,9 +292,12 @@ def report(runs_dir, name="defaults") -> None:
     if not runs:
         print("no runs yet")
         return
-    cells = summarise(runs)
+    every_cell = summarise(runs)
     default = library_default(runs)
-    chosen, val_score = choose(cells)
+    other_code = superseded(runs, default)
+    cells = {cell: {c: e for c, e in configs.items() if c not in other_code}
+             for cell, configs in every_cell.items()}  # fmt: skip
+    chosen, val_score = choose(cells, _candidates(default))
     _, rival_score = choose(cells, (chosen, *RIVALS)) if chosen else (None, {})
     first = runs[0]
     dense = {f"{r['arch']} seed {r['seed']}": r["dense"] for r in runs}
@@ -255,15 +308,16 @@ def report(runs_dir, name="defaults") -> None:
         f"{first['extra_epochs']} more epochs; Adam 1e-3, batch 64{_schedule_words(runs)}. "
         f"Accuracy in %, mean +- std (per seed). Command: `{_command(runs, runs_dir)}`.", "",
         f"Chosen on VALIDATION (best mean over the (cell, seed) pairs measured for all of "
-        f"{', '.join(CANDIDATES)}): **{chosen}**; the library's default now: **{default}**. "
+        f"{', '.join(_candidates(default))}): **{chosen}**; the library's default now: **{default}**. "
         "Mean validation accuracy over those pairs: " + ", ".join(f"{c} {100 * v:.2f}" for c, v in sorted(
             val_score.items(), key=lambda kv: -kv[1])) + ". The other criteria against it, "
         "same pairs, validation: " + ", ".join(f"{c} {100 * v:.2f}" for c, v in sorted(
-            rival_score.items(), key=lambda kv: -kv[1])) + ".", *scoring_lines(cells), "",
+            rival_score.items(), key=lambda kv: -kv[1])) + ".", *scoring_lines(cells),
+        *local_code_lines(every_cell), *_other_code_words(other_code), "",
         "Test accuracy:", "",
-        *table(cells, "test", default, chosen), "", "Validation accuracy:", "",
-        *table(cells, "val", default, chosen), "", "Targets (test split):", "",
-        *[f"- {line}" for line in checks(cells, default)], *width_table(cells), "",
+        *table(every_cell, "test", default, chosen, other_code), "", "Validation accuracy:", "",
+        *table(every_cell, "val", default, chosen, other_code), "", "Targets (test split):", "",
+        *[f"- {line}" for line in checks(cells, default)], *width_table(every_cell), "",
         "Dense models (val / test): " + "; ".join(
             f"{k} {100 * v['val']:.1f} / {100 * v['test']:.1f}" for k, v in sorted(dense.items())),
     ])  # fmt: skip

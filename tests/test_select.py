@@ -236,26 +236,6 @@ def test_local_mode_cuts_every_group_by_about_the_same_fraction():
     assert lost(masks) == {"a": 3, "b": 12}  # 3/4 of each
 
 
-def test_local_mode_rounds_do_not_compound_their_rounding():
-    """prune()'s rounds call the selection again from the last round's masks. mode="local"
-    took each round's fraction of the width left, so a narrow group lost its rounding every
-    round: ResNet-8 at 25% of the MACs ended with 6 of 16 stem channels (0.38) and 37 of 64
-    (0.58) in the last stage. The fraction is now of the full width, so after the rounds
-    every group keeps the same fraction to within one channel of the narrowest."""
-    graph = two_conv_graph(12, 64)
-    scores = {"a": np.linspace(1.0, 2.0, 12), "b": np.linspace(1.0, 2.0, 64)}
-    config = select.SelectionConfig(mode="local")
-    original = macs_for(graph, full_masks(graph))
-    masks = {}
-    for r in range(1, 11):  # prune()'s linear schedule to 25% of the MACs
-        target = (1 - 0.75 * r / 10) * original
-        masks = select.select_channels(graph, scores, masks, config, target_macs=target)
-        assert macs_for(graph, masks) <= target
-    kept = {n: m.mean() for n, m in masks.items()}
-    assert abs(kept["a"] - kept["b"]) <= 1 / 12, kept
-    assert macs_for(graph, masks) > 0.22 * original  # and the target is not overshot
-
-
 def test_mode_auto_is_the_default_unless_the_ranking_is_asked_for():
     """mode="auto" (prune(), ChannelPruning) is the benchmark's choice; a cost term or a
     normalisation given by name ranks channels across groups, so it makes the mode global."""

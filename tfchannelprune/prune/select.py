@@ -44,7 +44,7 @@ class SelectionConfig:
 
     Attributes:
         mode: "global" ranks channels of all groups together (scores normalised per group);
-            "local" keeps the same fraction of every group's full width.
+            "local" removes the same fraction from every group.
         normalize: per-group normalisation of scores before global ranking: "mean" (the
             default; the same values whatever the group's width), "l2" (Molchanov's
             layer-wise L2: about 1/sqrt(n) per channel in a group of n, so wide groups go
@@ -303,10 +303,8 @@ def _best_unit(units, saved_fn, reference, config):
 
 
 def _select_local(graph, groups, scores, masks, fixed, config, targets, latency, cap=None):
-    """The same fraction of every group's full width (``group.size``: the unpruned width in a
-    gated model, so rounds do not compound their rounding), bisected to meet the target; a
-    group already narrower stays as it is. With ``cap``, stops once about ``cap`` channels
-    are off and gives back the best-scored extras of rounding."""
+    """Same fraction from every group, bisected to meet the target; with ``cap``, stops
+    once about ``cap`` channels are off and gives back the best-scored extras of rounding."""
     start = {n: int(m.sum()) for n, m in masks.items()}
     ms = LatencyCosts(latency, graph, masks) if latency is not None else None
 
@@ -314,7 +312,7 @@ def _select_local(graph, groups, scores, masks, fixed, config, targets, latency,
         out = {}
         for name, group in groups.items():
             kept = np.flatnonzero(masks[name])
-            width = max(_floor(group.size, config), int(round(group.size * fraction)))
+            width = max(_floor(group.size, config), int(round(start[name] * fraction)))
             if _step(config) > 1 and group.size >= config.round_to:
                 width = max(_floor(group.size, config),
                             int(np.ceil(width / config.round_to)) * config.round_to)  # fmt: skip

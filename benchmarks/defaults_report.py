@@ -222,22 +222,36 @@ def width_table(cells) -> list[str]:
     return lines
 
 
+def _paired(cells, pair) -> tuple[dict, dict] | None:
+    """A rule between the two configurations of ``pair`` (the second one the variant): their
+    mean validation over the (cell, seed) pairs both were measured on, and their mean test
+    over the cells both have; None when the variant was not measured."""
+    if not any(pair[1] in configs for configs in cells.values()):
+        return None
+    _, score = choose(cells, pair)
+    if len(score) < 2:
+        return None
+    every = [cell for cell in cells if all(c in cells[cell] for c in pair)]
+    test = {c: float(np.mean([v for cell in every for v in cells[cell][c]["test"][2]]))
+            for c in pair}  # fmt: skip
+    return score, test
+
+
+def _rule_words(score, test) -> str:
+    return ("validation " + ", ".join(f"{c} {100 * v:.2f}" for c, v in score.items())
+            + "; test " + ", ".join(f"{c} {100 * v:.2f}" for c, v in test.items()))
+
+
 def scoring_lines(cells) -> list[str]:
     """The second rule's comparison, when both of ``SCORING`` were measured."""
-    if not any(SCORING[1] in configs for configs in cells.values()):
+    measured = _paired(cells, SCORING)
+    if measured is None:
         return []
-    _, score = choose(cells, SCORING)
-    if len(score) < 2:
-        return []
-    every = [cell for cell in cells if all(c in cells[cell] for c in SCORING)]
-    test = {c: float(np.mean([v for cell in every for v in cells[cell][c]["test"][2]]))
-            for c in SCORING}  # fmt: skip
+    score, _ = measured
     picks = "fine_tuning" if score[SCORING[1]] >= score[SCORING[0]] else "calibration"
     return ["", f"Scoring rounds 2.. from the fine-tuning steps (`{SCORING[1]}`) against the "
             f"calibration data every round (`{SCORING[0]}`), the rule of "
-            "defaults_scoring_plan.md: validation " + ", ".join(
-                f"{c} {100 * v:.2f}" for c, v in score.items()) + "; test " + ", ".join(
-                f"{c} {100 * v:.2f}" for c, v in test.items()) + f"; the rule picks "
+            f"defaults_scoring_plan.md: {_rule_words(*measured)}; the rule picks "
             f"**scoring=\"{picks}\"**; the library's default: "
             f"\"{procedures.DEFAULT_SCORING}\"."]  # fmt: skip
 
@@ -245,20 +259,14 @@ def scoring_lines(cells) -> list[str]:
 def local_code_lines(cells) -> list[str]:
     """Addendum 9's rule 1, when both of ``LOCAL_CODE`` were measured: the fraction of the
     full width stays if it scores at least as well on validation over the (cell, seed) pairs."""
-    if not any(LOCAL_CODE[1] in configs for configs in cells.values()):
+    measured = _paired(cells, LOCAL_CODE)
+    if measured is None:
         return []
-    _, score = choose(cells, LOCAL_CODE)
-    if len(score) < 2:
-        return []
-    every = [cell for cell in cells if all(c in cells[cell] for c in LOCAL_CODE)]
-    test = {c: float(np.mean([v for cell in every for v in cells[cell][c]["test"][2]]))
-            for c in LOCAL_CODE}  # fmt: skip
+    score, _ = measured
     picks = LOCAL_CODE[1] if score[LOCAL_CODE[1]] >= score[LOCAL_CODE[0]] else LOCAL_CODE[0]
     return ["", f"mode=\"local\" taking its fraction of the full width (`{LOCAL_CODE[1]}`) "
             f"against the width left (`{LOCAL_CODE[0]}`), the rule of addendum 9 "
-            "(defaults_trajectory_plan.md): validation " + ", ".join(
-                f"{c} {100 * v:.2f}" for c, v in score.items()) + "; test " + ", ".join(
-                f"{c} {100 * v:.2f}" for c, v in test.items()) + f"; the rule keeps "
+            f"(defaults_trajectory_plan.md): {_rule_words(*measured)}; the rule keeps "
             f"**{picks}**; the code on main: `{NOW}`."]  # fmt: skip
 
 

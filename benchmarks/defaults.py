@@ -169,9 +169,15 @@ def dense_model(arch, seed, splits, epochs) -> tuple[keras.Model, dict]:
     info = {"val": _accuracy(model, splits["val"]), "test": _accuracy(model, splits["test"]),
             "params": model.count_params(), "macs": count_macs(model),
             "seconds": time.time() - start}  # fmt: skip
-    model.save_weights(stem + ".weights.h5")
-    with open(stem + ".json", "w") as f:
+    # two processes sharing the run list may both train a model not cached yet (the same
+    # seeded model): each writes its own files and renames them into place, JSON first, so
+    # a reader never sees a half-written file or weights without their JSON
+    tmp = f"{stem}.{os.getpid()}"
+    model.save_weights(tmp + ".weights.h5")
+    with open(tmp + ".json", "w") as f:
         json.dump(info, f)
+    os.replace(tmp + ".json", stem + ".json")
+    os.replace(tmp + ".weights.h5", stem + ".weights.h5")
     return model, info
 
 

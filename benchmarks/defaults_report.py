@@ -60,18 +60,15 @@ def _load(runs_dirs) -> list[dict]:
     return runs
 
 
-def library_default(runs) -> str | None:
-    """The measured configuration that ``prune()`` / ``ChannelPruning`` use by default."""
-    matches = _default_matches(runs)
+def library_default(runs) -> tuple[str | None, list[str]]:
+    """The measured configuration that ``prune()`` / ``ChannelPruning`` use by default, and
+    the configurations that passed the same arguments with other code than today's (shown in
+    the tables, never counted as a rival of the default: the same criterion)."""
+    matches = list(dict.fromkeys(_default_matches(runs)))
     # several configurations pass the default's arguments when the code behind them changed:
     # the one run with today's code
-    return NOW if NOW in matches else (matches[0] if matches else None)
-
-
-def superseded(runs, default) -> list[str]:
-    """Configurations with the default's arguments measured with other code than today's:
-    shown in the tables, never counted as a rival of the default (the same criterion)."""
-    return [c for c in dict.fromkeys(_default_matches(runs)) if c != default]
+    default = NOW if NOW in matches else (matches[0] if matches else None)
+    return default, [c for c in matches if c != default]
 
 
 def _default_matches(runs) -> list[str]:
@@ -301,8 +298,7 @@ def report(runs_dir, name="defaults") -> None:
         print("no runs yet")
         return
     every_cell = summarise(runs)
-    default = library_default(runs)
-    other_code = superseded(runs, default)
+    default, other_code = library_default(runs)
     cells = {cell: {c: e for c, e in configs.items() if c not in other_code}
              for cell, configs in every_cell.items()}  # fmt: skip
     chosen, val_score = choose(cells, _candidates(default))

@@ -113,12 +113,16 @@ def summarise(runs) -> dict:
         for entry in configs.values():
             entry["runs"].sort(key=lambda r: r["seed"])
             for key in ("val", "test", "params"):
-                values = [float(r[key]) for r in entry["runs"]]
-                entry[key] = (float(np.mean(values)), float(np.std(values)), values)
+                entry[key] = stat([float(r[key]) for r in entry["runs"]])
             entry["seeds"] = [r["seed"] for r in entry["runs"]]
             entry["widths"] = _mean_widths([r["widths"] for r in entry["runs"]])
             del entry["runs"]
     return cells
+
+
+def stat(values: list[float]) -> tuple[float, float, list[float]]:
+    """(mean, population std, values): what the tables print and the checks read."""
+    return float(np.mean(values)), float(np.std(values)), values
 
 
 def _mean_widths(widths: list[dict]) -> dict:
@@ -153,9 +157,8 @@ def checks(cells, default, split="test") -> list[str]:
     lines = []
     common = set.intersection(*(set(c) for c in cells.values())) if cells else set()
     for cell, every in sorted(cells.items()):
-        # the criteria measured in every cell, the default first (named the best on a tie)
-        configs = {c: every[c] for c in sorted(common, key=lambda c: (c != default, c))}
-        best = max(configs, key=lambda c: configs[c][split][0])
+        configs = {c: every[c] for c in sorted(common)}  # the criteria measured in every cell
+        best = _best({c: v[split] for c, v in configs.items()}, default)
         b_mean = configs[best][split][0]
         line = f"{cell}: best {best} {100 * b_mean:.1f}"
         if default in configs:
@@ -176,9 +179,13 @@ def verdict(stats: dict, default: str) -> tuple[bool, bool]:
     """The issue's two tests in one cell: (``default`` level with the best of ``stats``
     within one standard deviation, the larger of the two; some seed of it more than 2 points
     below the mean of the others). ``stats``: {config: (mean, std, values)}."""
-    best = max(stats, key=lambda c: (stats[c][0], c == default))
-    (b_mean, b_std, _), (d_mean, d_std, values) = stats[best], stats[default]
+    (b_mean, b_std, _), (d_mean, d_std, values) = stats[_best(stats, default)], stats[default]
     return bool(d_mean >= b_mean - max(d_std, b_std)), _collapses(values)
+
+
+def _best(stats: dict, default) -> str:
+    """The configuration of ``stats`` with the highest mean; the default on a tie."""
+    return max(stats, key=lambda c: (stats[c][0], c == default))
 
 
 def low_seeds(values: dict) -> list:

@@ -50,19 +50,19 @@ def common_seeds(values) -> list[int]:
     return sorted(set.intersection(*sets))
 
 
-def cell_stats(seeds_values: dict, subset, split) -> tuple:
-    """(mean, std, values) over ``subset``, as ``defaults_report.summarise`` computes them."""
-    values = [seeds_values[s][split] for s in subset]
-    return float(np.mean(values)), float(np.std(values)), values
-
-
-def fails(values, subset, default, split, rivals) -> dict:
+def verdicts(values, subset, default, split, rivals) -> dict:
     """{cell: (level, collapse)} of ``default`` against ``rivals`` on one subset."""
     out = {}
     for cell, configs in values.items():
-        stats = {c: cell_stats(configs[c], subset, split) for c in (default, *rivals)}
+        stats = {c: report.stat([configs[c][s][split] for s in subset])
+                 for c in (default, *rivals)}  # fmt: skip
         out[cell] = report.verdict(stats, default)
     return out
+
+
+def _passes(cell_verdicts: dict) -> bool:
+    """Level and no collapse in every cell."""
+    return all(level and not collapse for level, collapse in cell_verdicts.values())
 
 
 def analyse(values, seeds, split) -> dict:
@@ -72,17 +72,15 @@ def analyse(values, seeds, split) -> dict:
     rates, no_baseline, cells = {}, {}, {}
     for default in configs:
         rivals = [c for c in configs if c != default]
-        verdicts = [fails(values, s, default, split, rivals) for s in subsets]
-        rates[default] = float(np.mean([all(lv and not co for lv, co in v.values())
-                                        for v in verdicts]))  # fmt: skip
-        cells[default] = {cell: {"below": float(np.mean([not v[cell][0] for v in verdicts])),
-                                 "collapse": float(np.mean([v[cell][1] for v in verdicts]))}
+        each = [verdicts(values, s, default, split, rivals) for s in subsets]
+        rates[default] = float(np.mean([_passes(v) for v in each]))
+        cells[default] = {cell: {"below": float(np.mean([not v[cell][0] for v in each])),
+                                 "collapse": float(np.mean([v[cell][1] for v in each]))}
                           for cell in sorted(values)}  # fmt: skip
         if default != BASELINE:
             informed = [c for c in rivals if c != BASELINE]
             no_baseline[default] = float(np.mean([
-                all(lv and not co for lv, co in fails(values, s, default, split, informed).values())
-                for s in subsets]))  # fmt: skip
+                _passes(verdicts(values, s, default, split, informed)) for s in subsets]))  # fmt: skip
     return {"subsets": len(subsets), "pass_all_cells": rates,
             "pass_without_random": no_baseline, "cells": cells}
 
@@ -144,15 +142,19 @@ def main() -> None:
     parser.add_argument("--out", default="defaults_subsets")
     args = parser.parse_args()
     folders = [os.path.join(HERE, "results", f) for f in args.runs]
+    missing = [f for f, path in zip(args.runs, folders) if not os.path.isdir(path)]
+    if missing:
+        parser.error(f"--runs names folders under benchmarks/results/; not found: {missing}")
     runs = report._load(folders)
     if not runs:
-        raise SystemExit(f"no runs in {args.runs}")
+        parser.error(f"no run JSONs in {args.runs}")
     default, other_code, cells = report.main_cells(runs)
     keep = set.intersection(*(set(configs) for configs in cells.values()))
     values = per_seed(runs, keep)
     seeds = common_seeds(values)
     if len(seeds) < 3 or default not in keep:
-        raise SystemExit(f"need three common seeds and the default's runs; got seeds {seeds}")
+        parser.error(f"need three seeds common to every run and the default's runs; "
+                     f"got seeds {seeds}, default {default}")
     results = {split: analyse(values, seeds, split) for split in ("test", "val")}
     gaps = paired_gaps(values, seeds, default)
     text = "\n".join([
